@@ -1,0 +1,213 @@
+"""A compact Wan 2.1 text-to-video DiT.
+
+Parameter names and shapes match the official Wan 2.1 T2V checkpoints (and therefore ComfyUI's ``WanModel``),
+so a real checkpoint loads with :func:`load_wan_state_dict`. Blocks take a :class:`BlockContext` so that the
+per-call inputs shared by every block (timestep modulation, text, rotary frequencies, token grid) travel as one
+named object; the two-stream runner hooks the blocks' outputs without editing this class.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .attention import attention
+from .config import BackboneConfig
+from .rope import apply_rope, rope_3d
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.to(x.dtype) * self.weight.to(x.dtype)
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 (Wan's ``WanLayerNorm``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
+
+
+def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of timesteps t (B,) in Wan's [cos, sin] order: (B, dim) float32."""
+    half = dim // 2
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
+    angles = torch.outer(t.to(torch.float64), freqs)  # (B, half)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1).float()
+
+
+@dataclass
+class BlockContext:
+    """What every block of one forward pass shares."""
+
+    modulation: torch.Tensor   # e0: (B, 6, dim) timestep modulation
+    context: torch.Tensor      # (B, L_text, dim) embedded text
+    freqs: torch.Tensor        # (F*H*W, head_dim/2) complex rotary frequencies
+    grid: tuple[int, int, int]  # token grid (F, H, W)
+    timestep: torch.Tensor     # (B,) raw timesteps in [0, 1000]
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, eps: float, device=None, dtype=None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim, device=device, dtype=dtype) for _ in range(4))
+        self.norm_q = RMSNorm(dim, eps, device=device, dtype=dtype)
+        self.norm_k = RMSNorm(dim, eps, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+        q = apply_rope(self.norm_q(self.q(x)), freqs, self.num_heads)  # (B, L, dim)
+        k = apply_rope(self.norm_k(self.k(x)), freqs, self.num_heads)
+        return self.o(attention(q, k, self.v(x), self.num_heads))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, eps: float, device=None, dtype=None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim, device=device, dtype=dtype) for _ in range(4))
+        self.norm_q = RMSNorm(dim, eps, device=device, dtype=dtype)
+        self.norm_k = RMSNorm(dim, eps, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        q = self.norm_q(self.q(x))          # (B, L, dim)
+        k = self.norm_k(self.k(context))    # (B, L_text, dim)
+        return self.o(attention(q, k, self.v(context), self.num_heads))
+
+
+class WanBlock(nn.Module):
+    """3D self-attention, text cross-attention and FFN, modulated by the timestep (six-way adaLN)."""
+
+    def __init__(self, cfg: BackboneConfig, device=None, dtype=None):
+        super().__init__()
+        kw = dict(device=device, dtype=dtype)
+        self.norm1 = LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False, **kw)
+        self.self_attn = SelfAttention(cfg.dim, cfg.num_heads, cfg.eps, **kw)
+        self.norm3 = LayerNorm(cfg.dim, cfg.eps, elementwise_affine=True, **kw)
+        self.cross_attn = CrossAttention(cfg.dim, cfg.num_heads, cfg.eps, **kw)
+        self.norm2 = LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False, **kw)
+        self.ffn = nn.Sequential(nn.Linear(cfg.dim, cfg.ffn_dim, **kw), nn.GELU(approximate="tanh"),
+                                 nn.Linear(cfg.ffn_dim, cfg.dim, **kw))
+        self.modulation = nn.Parameter(torch.randn(1, 6, cfg.dim, **kw) / cfg.dim**0.5)
+
+    def forward(self, x: torch.Tensor, ctx: BlockContext) -> torch.Tensor:
+        # six (B, 1, dim) vectors: shift/scale/gate for attention, then for the FFN
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + ctx.modulation).chunk(6, dim=1)
+        y = self.self_attn((self.norm1(x) * (1 + scale1) + shift1).to(x.dtype), ctx.freqs)
+        x = x + (y * gate1).to(x.dtype)
+        x = x + self.cross_attn(self.norm3(x), ctx.context)
+        y = self.ffn((self.norm2(x) * (1 + scale2) + shift2).to(x.dtype))
+        return x + (y * gate2).to(x.dtype)
+
+
+class Head(nn.Module):
+    def __init__(self, cfg: BackboneConfig, device=None, dtype=None):
+        super().__init__()
+        out = cfg.out_dim * math.prod(cfg.patch_size)
+        self.norm = LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False, device=device, dtype=dtype)
+        self.head = nn.Linear(cfg.dim, out, device=device, dtype=dtype)
+        self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim, device=device, dtype=dtype) / cfg.dim**0.5)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        shift, scale = (self.modulation + e.unsqueeze(1)).chunk(2, dim=1)  # (B, 1, dim) each
+        return self.head((self.norm(x) * (1 + scale) + shift).to(x.dtype))
+
+
+@dataclass
+class TokenState:
+    """The input of the block stack: tokens plus what the blocks and the head need."""
+
+    tokens: torch.Tensor       # (B, F*H*W, dim)
+    block_context: BlockContext
+    time_embedding: torch.Tensor  # e: (B, dim), for the head
+
+
+class WanDiT(nn.Module):
+    def __init__(self, cfg: BackboneConfig, device=None, dtype=None):
+        super().__init__()
+        kw = dict(device=device, dtype=dtype)
+        self.config = cfg
+        self.gradient_checkpointing = False
+        self.patch_embedding = nn.Conv3d(cfg.in_dim, cfg.dim, kernel_size=cfg.patch_size,
+                                         stride=cfg.patch_size, **kw)
+        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, cfg.dim, **kw), nn.GELU(approximate="tanh"),
+                                            nn.Linear(cfg.dim, cfg.dim, **kw))
+        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, cfg.dim, **kw), nn.SiLU(),
+                                            nn.Linear(cfg.dim, cfg.dim, **kw))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, 6 * cfg.dim, **kw))
+        self.blocks = nn.ModuleList(WanBlock(cfg, **kw) for _ in range(cfg.num_layers))
+        self.head = Head(cfg, **kw)
+
+    def init_weights(self) -> None:
+        """Wan's initialisation (xavier linears, small text/time embeddings, zero head) for training from scratch."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.xavier_uniform_(self.patch_embedding.weight.flatten(1))
+        for m in (*self.text_embedding, *self.time_embedding):
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+        nn.init.zeros_(self.head.head.weight)
+
+    # -- the three stages of a forward pass; the two-stream runner calls them separately --
+
+    def embed(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> TokenState:
+        """x: (B, C, F, H, W) latent, t: (B,) timesteps in [0, 1000], context: (B, L_text, text_dim)."""
+        cfg = self.config
+        tokens = self.patch_embedding(x.to(self.patch_embedding.weight.dtype))  # (B, dim, F', H', W')
+        grid = tuple(tokens.shape[2:])
+        tokens = tokens.flatten(2).transpose(1, 2)                              # (B, F'*H'*W', dim)
+        e = self.time_embedding(timestep_features(t, cfg.freq_dim).to(tokens.dtype))  # (B, dim)
+        e0 = self.time_projection(e).unflatten(1, (6, cfg.dim))                 # (B, 6, dim)
+        ctx = BlockContext(modulation=e0, context=self.text_embedding(context.to(tokens.dtype)),
+                           freqs=rope_3d(cfg.head_dim, grid, tokens.device), grid=grid, timestep=t)
+        return TokenState(tokens=tokens, block_context=ctx, time_embedding=e)
+
+    def run_block(self, index: int, x: torch.Tensor, ctx: BlockContext) -> torch.Tensor:
+        block = self.blocks[index]
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, x, ctx, use_reentrant=False)
+        return block(x, ctx)
+
+    def finish(self, tokens: torch.Tensor, state: TokenState) -> torch.Tensor:
+        """Head and unpatchify: (B, F'*H'*W', dim) -> (B, out_dim, F, H, W)."""
+        out = self.head(tokens, state.time_embedding)  # (B, L, out_dim * pt*ph*pw)
+        f, h, w = state.block_context.grid
+        pt, ph, pw = self.config.patch_size
+        out = out.view(out.shape[0], f, h, w, pt, ph, pw, self.config.out_dim)
+        out = torch.einsum("bfhwpqrc->bcfphqwr", out)
+        return out.reshape(out.shape[0], self.config.out_dim, f * pt, h * ph, w * pw)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Velocity prediction (B, out_dim, F, H, W) for latent x at timesteps t under text context."""
+        state = self.embed(x, t, context)
+        tokens = state.tokens
+        for i in range(len(self.blocks)):
+            tokens = self.run_block(i, tokens, state.block_context)
+        return self.finish(tokens, state)
+
+
+def build_backbone(cfg: BackboneConfig, *, device=None, dtype=None, seed: int | None = None) -> WanDiT:
+    """A backbone with Wan's initialisation (seeded when ``seed`` is given); on ``meta`` nothing is allocated."""
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = WanDiT(cfg, device=device, dtype=dtype)
+        if str(device) != "meta":
+            model.init_weights()
+    return model

@@ -1,0 +1,146 @@
+"""Frozen configuration dataclasses and named presets for the backbone and the adapter.
+
+Configs travel with the weights: ``to_json``/``from_json`` round-trip them through safetensors metadata, so a
+file always says what it is instead of being identified by its keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+WAN21_FAMILY = "wan2.1-t2v"
+
+
+def _to_json(cfg: Any) -> str:
+    return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+
+
+def _from_json(cls: type[T], text: str | dict) -> T:
+    data = json.loads(text) if isinstance(text, str) else dict(text)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no fields {unknown}; the file was written by a newer version "
+                         f"of ImVideoEdit: update the node pack")
+    for f in dataclasses.fields(cls):  # JSON turns tuples into lists
+        if f.name in data and isinstance(data[f.name], list):
+            data[f.name] = tuple(data[f.name])
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Dimensions of a Wan 2.1 text-to-video DiT (names follow the official checkpoints)."""
+
+    dim: int = 1536
+    ffn_dim: int = 8960
+    freq_dim: int = 256          # sinusoidal timestep embedding width
+    text_dim: int = 4096         # umT5-XXL hidden size
+    num_heads: int = 12
+    num_layers: int = 30
+    in_dim: int = 16             # latent channels
+    out_dim: int = 16
+    patch_size: tuple[int, int, int] = (1, 2, 2)  # (frames, height, width)
+    eps: float = 1e-6
+    family: str = WAN21_FAMILY
+
+    def __post_init__(self) -> None:
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if (self.dim // self.num_heads) % 2:
+            raise ValueError(f"head dim {self.dim // self.num_heads} must be even for rotary embeddings")
+        if len(self.patch_size) != 3:
+            raise ValueError(f"patch_size must be (frames, height, width), got {self.patch_size}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    def to_json(self) -> str:
+        return _to_json(self)
+
+    @classmethod
+    def from_json(cls, text: str | dict) -> "BackboneConfig":
+        return _from_json(cls, text)
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """The PU-SDA adapter and its semantic gate.
+
+    ``inner_dim`` is the width of the adapter's 2D attention; it is much smaller than the backbone's ``dim`` so
+    that the per-step overhead stays a few percent of a backbone step (see ``bench/flops.py``).
+    """
+
+    inner_dim: int = 384
+    num_heads: int = 3
+    gate_dim: int = 64           # d_g of the gate's bilinear token/text score
+    time_freq_dim: int = 64      # sinusoidal timestep features seen by the gate
+    block_stride: int = 1        # an adapter after every k-th block ...
+    blocks: tuple[int, ...] | None = None  # ... or after exactly these blocks
+    lora_rank: int = 0           # optional LoRA on the backbone FFNs; 0 = off
+    lora_alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.inner_dim % self.num_heads or (self.inner_dim // self.num_heads) % 4:
+            raise ValueError(f"inner_dim {self.inner_dim} must split into num_heads {self.num_heads} heads "
+                             f"whose width is a multiple of 4 (2D rotary embedding)")
+        if self.block_stride < 1:
+            raise ValueError(f"block_stride must be >= 1, got {self.block_stride}")
+        if self.blocks is not None and (not self.blocks or min(self.blocks) < 0):
+            raise ValueError(f"blocks must be a non-empty list of block indices >= 0, got {self.blocks}")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0 (0 turns the FFN LoRA off), got {self.lora_rank}")
+
+    def block_ids(self, num_layers: int) -> tuple[int, ...]:
+        """Indices of the backbone blocks followed by an adapter."""
+        if self.blocks is None:
+            return tuple(range(0, num_layers, self.block_stride))
+        too_deep = [i for i in self.blocks if i >= num_layers]
+        if too_deep:
+            raise ValueError(f"adapter blocks {too_deep} do not exist in a backbone with {num_layers} blocks")
+        return tuple(sorted(set(self.blocks)))
+
+    def to_json(self) -> str:
+        return _to_json(self)
+
+    @classmethod
+    def from_json(cls, text: str | dict) -> "AdapterConfig":
+        return _from_json(cls, text)
+
+
+BACKBONE_PRESETS: dict[str, BackboneConfig] = {
+    # tests: milliseconds on a CPU
+    "tiny": BackboneConfig(dim=64, ffn_dim=128, freq_dim=32, text_dim=32, num_heads=2, num_layers=2),
+    # the ToyWorld experiments: small enough to pretrain on two CPU cores
+    "toy": BackboneConfig(dim=128, ffn_dim=384, freq_dim=64, text_dim=64, num_heads=4, num_layers=4),
+    # real sizes (FLOP counting on the meta device, and real checkpoints)
+    "wan2.1-t2v-1.3b": BackboneConfig(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30),
+    "wan2.1-t2v-14b": BackboneConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
+}
+
+ADAPTER_PRESETS: dict[str, AdapterConfig] = {
+    "tiny": AdapterConfig(inner_dim=32, num_heads=2, gate_dim=8, time_freq_dim=16),
+    "toy": AdapterConfig(inner_dim=64, num_heads=2, gate_dim=16, time_freq_dim=32),
+    "wan2.1-t2v-1.3b": AdapterConfig(inner_dim=384, num_heads=3, gate_dim=64),
+    "wan2.1-t2v-14b": AdapterConfig(inner_dim=1280, num_heads=10, gate_dim=64),
+}
+
+
+def _preset(table: dict[str, T], name: str, what: str) -> T:
+    if name not in table:
+        raise ValueError(f"unknown {what} preset {name!r}; choose one of {sorted(table)}")
+    return table[name]
+
+
+def backbone_preset(name: str) -> BackboneConfig:
+    return _preset(BACKBONE_PRESETS, name, "backbone")
+
+
+def adapter_preset(name: str) -> AdapterConfig:
+    return _preset(ADAPTER_PRESETS, name, "adapter")

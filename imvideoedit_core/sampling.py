@@ -1,0 +1,202 @@
+"""Flow-matching sampling: one loop, with solvers, guidance, strength and step hooks as small pieces.
+
+Convention (Wan 2.1, rectified flow): ``x_sigma = (1 - sigma) * x0 + sigma * noise``, the model predicts the
+velocity ``v = noise - x0`` at timestep ``t = 1000 * sigma``, and a step moves ``x += (sigma_next - sigma) * v``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+import torch
+
+from .streams import CachePlacement, TwoStreamRunner
+
+Solver = Literal["euler", "heun"]
+SOLVERS = ("euler", "heun")
+
+# (x, sigma) -> velocity; x: (B, C, F, H, W), sigma: python float
+VelocityFn = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+class SamplingCancelled(RuntimeError):
+    """Raised inside the loop when the cancel hook says so; nothing of the run is returned."""
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    steps: int = 30
+    cfg: float = 5.0          # classifier-free guidance scale; 1 turns the unconditional pass off
+    shift: float = 8.0        # timestep shift (Wan 2.1 T2V in ComfyUI: 8.0)
+    seed: int = 0
+    strength: float = 1.0     # 1: start from pure noise; s < 1: from the source noised to sigma = s
+    solver: Solver = "euler"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.cfg < 1.0:
+            raise ValueError(f"cfg must be >= 1 (1 disables guidance), got {self.cfg}")
+        if self.shift <= 0:
+            raise ValueError(f"shift must be positive (Wan 2.1 uses 8.0 for T2V), got {self.shift}")
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1] (1 = regenerate fully), got {self.strength}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"unknown solver {self.solver!r}; choose one of {SOLVERS}")
+
+
+@dataclass
+class StepInfo:
+    """What the progress callback and the step hooks see after each step."""
+
+    index: int                 # 0-based step number
+    total: int
+    sigma: float               # noise level at the start of the step
+    sigma_next: float
+    x: torch.Tensor            # the latent after the step
+    denoised: torch.Tensor     # the step's prediction of the clean latent (for previews)
+
+
+StepHook = Callable[[StepInfo], torch.Tensor]
+
+
+# -- schedule --
+
+def shift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
+def unshift_sigma(sigma: float, shift: float) -> float:
+    return sigma / (shift - (shift - 1) * sigma)
+
+
+def flow_sigmas(steps: int, *, shift: float, strength: float = 1.0) -> torch.Tensor:
+    """``steps + 1`` shifted noise levels from ``strength`` down to 0 (float64)."""
+    start = unshift_sigma(strength, shift)
+    return shift_sigma(torch.linspace(start, 0.0, steps + 1, dtype=torch.float64), shift)
+
+
+def seeded_noise(shape: Sequence[int], *, seed: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Gaussian noise drawn on the CPU from ``seed``, so a seed gives the same latent on every device."""
+    gen = torch.Generator("cpu").manual_seed(seed)
+    return torch.randn(tuple(shape), generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
+
+
+def noised(clean: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor:
+    return (1 - sigma) * clean + sigma * noise
+
+
+# -- solvers: (velocity_fn, x, sigma, sigma_next) -> (x_next, velocity at x) --
+
+def euler_step(fn: VelocityFn, x: torch.Tensor, sigma: float, sigma_next: float):
+    v = fn(x, sigma)
+    return x + (sigma_next - sigma) * v, v
+
+
+def heun_step(fn: VelocityFn, x: torch.Tensor, sigma: float, sigma_next: float):
+    """Second order (trapezoidal); the last step, which lands on sigma = 0, is an Euler step."""
+    x_euler, v = euler_step(fn, x, sigma, sigma_next)
+    if sigma_next == 0:
+        return x_euler, v
+    v_next = fn(x_euler, sigma_next)
+    return x + (sigma_next - sigma) * 0.5 * (v + v_next), v
+
+
+_SOLVER_STEPS = {"euler": euler_step, "heun": heun_step}
+
+
+def sample(fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, *, solver: Solver = "euler",
+           step_hooks: Sequence[StepHook] = (), callback: Callable[[StepInfo], None] | None = None,
+           cancel: Callable[[], bool] | None = None) -> torch.Tensor:
+    """The sampling loop. ``step_hooks`` may rewrite the latent after each step (masks, blending)."""
+    step = _SOLVER_STEPS[solver]
+    total = len(sigmas) - 1
+    for i in range(total):
+        if cancel is not None and cancel():
+            raise SamplingCancelled(f"sampling cancelled at step {i + 1} of {total}")
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        x_next, v = step(fn, x, sigma, sigma_next)
+        info = StepInfo(index=i, total=total, sigma=sigma, sigma_next=sigma_next, x=x_next,
+                        denoised=x - sigma * v)
+        for hook in step_hooks:
+            info.x = hook(info)
+        x = info.x
+        if callback is not None:
+            callback(info)
+    return x
+
+
+# -- ImVideoEdit: guidance over the two-stream runner --
+
+def pad_contexts(*contexts: torch.Tensor) -> torch.Tensor:
+    """Stack (B, L_i, C) contexts along the batch, zero-padding to the longest (Wan pads text with zeros)."""
+    length = max(c.shape[1] for c in contexts)
+    padded = [torch.nn.functional.pad(c, (0, 0, 0, length - c.shape[1])) for c in contexts]
+    return torch.cat(padded, dim=0)
+
+
+@dataclass
+class GateRecorder:
+    """Averages the conditional branch's gate maps over blocks and steps."""
+
+    batch: int
+    total: torch.Tensor | None = None
+    count: int = 0
+
+    def add(self, gates: dict[int, torch.Tensor]) -> None:
+        mean = torch.stack([g[: self.batch].float() for g in gates.values()]).mean(0)  # (B, F, H, W)
+        self.total = mean if self.total is None else self.total + mean
+        self.count += 1
+
+    def result(self) -> torch.Tensor | None:
+        return None if self.total is None else self.total / self.count
+
+
+@dataclass
+class EditResult:
+    latent: torch.Tensor                # (B, C, F, H, W)
+    gate: torch.Tensor | None = None    # (B, F', H', W') mean gate of the conditional branch, on request
+    sigmas: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+
+
+def guided_velocity(runner: TwoStreamRunner, source_latent: torch.Tensor, context: torch.Tensor,
+                    negative_context: torch.Tensor | None, *, cfg: float, cache: CachePlacement,
+                    recorder: GateRecorder | None) -> VelocityFn:
+    """The velocity function of an edit: conditional and unconditional branches batched in one forward."""
+    guided = cfg != 1.0 and negative_context is not None
+    contexts = pad_contexts(context, negative_context) if guided else context
+    branches = 2 if guided else 1
+    source = runner.source(source_latent.repeat(branches, 1, 1, 1, 1), contexts, placement=cache)
+
+    def fn(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        xx = x.repeat(branches, 1, 1, 1, 1)
+        t = torch.full((xx.shape[0],), 1000.0 * sigma, device=x.device)
+        out = runner(xx, t, contexts, source, return_gates=recorder is not None)
+        if recorder is not None:
+            recorder.add(out.gates)
+        if not guided:
+            return out.velocity
+        v_cond, v_uncond = out.velocity.chunk(2)
+        return v_uncond + cfg * (v_cond - v_uncond)
+
+    return fn
+
+
+def edit_latent(runner: TwoStreamRunner, source_latent: torch.Tensor, *, context: torch.Tensor,
+                negative_context: torch.Tensor | None, config: SamplerConfig,
+                cache: CachePlacement = "device", return_gate: bool = False,
+                step_hooks: Sequence[StepHook] = (), callback: Callable[[StepInfo], None] | None = None,
+                cancel: Callable[[], bool] | None = None) -> EditResult:
+    """Edit a source latent (B, C, F, H, W) following ``context``; the runner must be attached."""
+    sigmas = flow_sigmas(config.steps, shift=config.shift, strength=config.strength)
+    noise = seeded_noise(source_latent.shape, seed=config.seed, device=source_latent.device,
+                         dtype=source_latent.dtype)
+    if config.strength == 0.0:
+        return EditResult(latent=source_latent.clone(), sigmas=sigmas)
+    x = noised(source_latent, noise, config.strength)
+    recorder = GateRecorder(batch=source_latent.shape[0]) if return_gate else None
+    fn = guided_velocity(runner, source_latent, context, negative_context, cfg=config.cfg, cache=cache,
+                         recorder=recorder)
+    x = sample(fn, x, sigmas, solver=config.solver, step_hooks=step_hooks, callback=callback, cancel=cancel)
+    return EditResult(latent=x, gate=recorder.result() if recorder else None, sigmas=sigmas)

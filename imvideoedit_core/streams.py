@@ -1,0 +1,201 @@
+"""The two-stream runner: the one place that knows how the adapter wraps the frozen blocks.
+
+The target stream (the noisy edited latent at timestep t) runs through the backbone as usual; forward hooks on
+the adapted blocks apply PU-SDA to each block's output. The source stream (the clean source latent at t=0,
+same context) runs through the same frozen blocks once per run: its per-block keys and values are cached
+(:class:`SourceStream`) and reused at every sampling step. Neither stream's 3D self-attention sees the other.
+Attaching registers hooks on the backbone instance; :meth:`TwoStreamRunner.detach` removes them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from .adapter import ImVideoEditAdapter, SourceKV
+from .backbone import BlockContext, WanDiT
+
+CachePlacement = Literal["device", "cpu", "off"]
+CACHE_PLACEMENTS = ("device", "cpu", "off")
+
+
+@dataclass
+class StreamOutput:
+    velocity: torch.Tensor                  # (B, C, F, H, W)
+    gates: dict[int, torch.Tensor] | None   # block -> (B, F', H', W') gate maps, when asked for
+
+
+class SourceStream:
+    """A source latent and its context seen through the frozen blocks at t=0, as PU-SDA keys/values per block.
+
+    placement: ``device`` keeps the features where the model runs; ``cpu`` keeps them in host memory and copies
+    each block's features in just before use (prefetching the next block's); ``off`` recomputes them at every
+    call (no memory, one extra backbone pass per step).
+    """
+
+    def __init__(self, runner: "TwoStreamRunner", latent: torch.Tensor, context: torch.Tensor,
+                 placement: CachePlacement = "device"):
+        if placement not in CACHE_PLACEMENTS:
+            raise ValueError(f"unknown source cache placement {placement!r}; choose one of {CACHE_PLACEMENTS}")
+        self.runner = runner
+        self.latent = latent        # (B, C, F, H, W)
+        self.context = context      # (B, L_text, text_dim)
+        self.placement = placement
+        self.grid: tuple[int, int, int] | None = None
+        self._cache: dict[int, SourceKV] | None = None
+        self._prefetched: dict[int, SourceKV] = {}
+
+    def _compute(self) -> dict[int, SourceKV]:
+        features, self.grid = self.runner.encode_source(self.latent, self.context)
+        return features
+
+    def begin_step(self) -> None:
+        """Called once per target forward: fills the cache on first use, or recomputes when it is off."""
+        if self.placement == "off" or self._cache is None:
+            features = self._compute()
+            if self.placement == "cpu":
+                pin = torch.cuda.is_available() and self.latent.is_cuda
+                features = {i: (kv.to("cpu").pin_memory() if pin else kv.to("cpu")) for i, kv in features.items()}
+            self._cache = features
+
+    def end_step(self) -> None:
+        """Called after each target forward: with the cache off, nothing is kept between steps."""
+        if self.placement == "off":
+            self._cache = None
+        self._prefetched.clear()
+
+    def features(self, block: int, device: torch.device) -> SourceKV:
+        if self._cache is None:
+            raise RuntimeError("SourceStream.begin_step() must run before the blocks read the source")
+        if self.placement != "cpu":
+            return self._cache[block]
+        kv = self._prefetched.pop(block, None) or self._cache[block].to(device, non_blocking=True)
+        later = [i for i in self._cache if i > block]
+        if later:  # start copying the next block's features while this block computes
+            self._prefetched[later[0]] = self._cache[later[0]].to(device, non_blocking=True)
+        return kv
+
+    def cache_bytes(self) -> int:
+        if self._cache is None:
+            return 0
+        return sum(kv.k.nbytes + kv.v.nbytes for kv in self._cache.values())
+
+
+@dataclass
+class _Active:
+    """State of the target forward in flight, read by the block hooks."""
+
+    source: SourceStream
+    strength: float
+    record_gates: bool
+    text: torch.Tensor | None = None       # (B, D) pooled context, computed at the first hook
+    time_feat: torch.Tensor | None = None  # (B, T)
+    gates: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+class TwoStreamRunner:
+    def __init__(self, backbone: WanDiT, adapter: ImVideoEditAdapter, *, strength: float = 1.0):
+        if adapter.backbone_config.dim != backbone.config.dim:
+            raise ValueError(f"adapter was built for dim {adapter.backbone_config.dim}, backbone has "
+                             f"dim {backbone.config.dim}: use an adapter made for this backbone")
+        self.backbone = backbone
+        self.adapter = adapter
+        self.strength = strength
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._active: _Active | None = None
+
+    # -- attach / detach --
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def attach(self) -> "TwoStreamRunner":
+        if self.attached:
+            return self
+        for i in self.adapter.block_ids:
+            self._handles.append(self.backbone.blocks[i].register_forward_hook(self._block_hook(i)))
+        if self.adapter.ffn_lora is not None:
+            for key, pair in self.adapter.ffn_lora.layers.items():
+                block, layer = key.split("_")
+                linear = self.backbone.blocks[int(block)].ffn[int(layer)]
+                self._handles.append(linear.register_forward_hook(
+                    lambda mod, args, out, pair=pair: out + pair(args[0]).to(out.dtype)))
+        return self
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def __enter__(self) -> "TwoStreamRunner":
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def _block_hook(self, index: int):
+        def hook(module, args, output):
+            active = self._active
+            if active is None:  # the source stream, or the plain backbone
+                return None
+            ctx: BlockContext = args[1]
+            if active.text is None:
+                active.text = self.adapter.text_summary(ctx.context)
+                active.time_feat = self.adapter.time_features(ctx.timestep)
+            step = self.adapter.block(index)(
+                output, active.source.features(index, output.device), text=active.text,
+                time_feat=active.time_feat, grid=ctx.grid, strength=active.strength)
+            if active.record_gates:
+                active.gates[index] = step.gate.detach()
+            return step.tokens
+        return hook
+
+    # -- the two streams --
+
+    def source(self, latent: torch.Tensor, context: torch.Tensor, *,
+               placement: CachePlacement = "device") -> SourceStream:
+        return SourceStream(self, latent, context, placement)
+
+    def encode_source(self, latent: torch.Tensor, context: torch.Tensor
+                      ) -> tuple[dict[int, SourceKV], tuple[int, int, int]]:
+        """Run the clean source through the frozen blocks at t=0 and project it for every adapted block.
+
+        The backbone part runs without gradients; the adapter's projections keep them (training needs them).
+        """
+        if self._active is not None:
+            raise RuntimeError("encode_source cannot run inside a target forward")
+        last = max(self.adapter.block_ids)
+        features: dict[int, SourceKV] = {}
+        with torch.no_grad():
+            t0 = torch.zeros(latent.shape[0], device=latent.device)
+            state = self.backbone.embed(latent, t0, context)
+            tokens, ctx = state.tokens, state.block_context
+            states = {}
+            for i in range(last + 1):
+                tokens = self.backbone.run_block(i, tokens, ctx)
+                if i in self.adapter.block_ids:
+                    states[i] = tokens
+        for i, s in states.items():
+            features[i] = self.adapter.block(i).source_features(s, ctx.grid)
+        return features, ctx.grid
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, source: SourceStream, *,
+                 return_gates: bool = False) -> StreamOutput:
+        """Velocity for the target x (B, C, F, H, W) at timesteps t (B,) with the adapter applied."""
+        if not self.attached:
+            raise RuntimeError("attach() the runner (or use it as a context manager) before calling it")
+        if source.latent.shape[0] != x.shape[0] or source.latent.shape[2:] != x.shape[2:]:
+            raise ValueError(f"source latent {tuple(source.latent.shape)} does not match target "
+                             f"{tuple(x.shape)} (batch, frames, height and width must agree)")
+        source.begin_step()
+        self._active = _Active(source=source, strength=self.strength, record_gates=return_gates)
+        try:
+            velocity = self.backbone(x, t, context)
+            gates = self._active.gates if return_gates else None
+        finally:
+            self._active = None
+            source.end_step()
+        return StreamOutput(velocity=velocity, gates=gates)

@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny models that run in milliseconds on a CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from imvideoedit_core.adapter import ImVideoEditAdapter, build_adapter
+from imvideoedit_core.backbone import WanDiT, build_backbone
+from imvideoedit_core.config import adapter_preset, backbone_preset
+
+torch.set_num_threads(1)  # tiny tensors: threads only add contention on a 2-core machine
+
+
+def randomize(module: torch.nn.Module, seed: int, std: float = 0.05) -> torch.nn.Module:
+    """Give every parameter random values (a stand-in for trained weights, including zero-initialised ones)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return module
+
+
+@pytest.fixture
+def tiny_backbone() -> WanDiT:
+    model = build_backbone(backbone_preset("tiny"), seed=0)
+    with torch.no_grad():  # Wan zero-initialises the head; give it weights so outputs carry information
+        model.head.head.weight.copy_(torch.randn(model.head.head.weight.shape,
+                                                 generator=torch.Generator().manual_seed(1)) * 0.05)
+    return model.requires_grad_(False).eval()
+
+
+@pytest.fixture
+def untrained_adapter() -> ImVideoEditAdapter:
+    return build_adapter(adapter_preset("tiny"), backbone_preset("tiny"), seed=0)
+
+
+@pytest.fixture
+def trained_adapter() -> ImVideoEditAdapter:
+    """An adapter with every weight random (non-zero update projection), as after training."""
+    return randomize(build_adapter(adapter_preset("tiny"), backbone_preset("tiny"), seed=0), seed=2, std=0.2)
+
+
+def latent(seed: int, frames: int = 3, size: int = 8, batch: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 16, frames, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def text(seed: int, batch: int = 1, length: int = 5) -> torch.Tensor:
+    return torch.randn(batch, length, 32, generator=torch.Generator().manual_seed(seed))

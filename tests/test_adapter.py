@@ -1,0 +1,158 @@
+"""PU-SDA adapter and the two-stream runner: identity at init, attach/detach, gradients, cache, 2D locality."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import latent, randomize, text
+from imvideoedit_core.adapter import ImVideoEditAdapter, build_adapter
+from imvideoedit_core.config import AdapterConfig, adapter_preset, backbone_preset
+from imvideoedit_core.streams import TwoStreamRunner
+
+T = torch.tensor([600.0])
+
+
+def run(runner: TwoStreamRunner, x, ctx, src, *, placement="device", t=T):
+    return runner(x, t, ctx, runner.source(src, ctx, placement=placement), return_gates=True)
+
+
+def test_untrained_adapter_is_bit_for_bit_identity(tiny_backbone, untrained_adapter):
+    x, src, ctx = latent(0), latent(1), text(0)
+    plain = tiny_backbone(x, T, ctx)
+    with TwoStreamRunner(tiny_backbone, untrained_adapter) as runner:
+        out = run(runner, x, ctx, src)
+    assert torch.equal(out.velocity, plain)
+    assert set(out.gates) == set(untrained_adapter.block_ids)
+
+
+def test_trained_adapter_changes_output_and_detach_restores_it(tiny_backbone, trained_adapter):
+    x, src, ctx = latent(0), latent(1), text(0)
+    plain = tiny_backbone(x, T, ctx)
+    runner = TwoStreamRunner(tiny_backbone, trained_adapter).attach()
+    edited = run(runner, x, ctx, src).velocity
+    assert (edited - plain).abs().max() > 1e-3
+    runner.detach()
+    assert not runner.attached
+    assert all(not block._forward_hooks for block in tiny_backbone.blocks)
+    assert torch.equal(tiny_backbone(x, T, ctx), plain)
+    with pytest.raises(RuntimeError, match="attach"):
+        run(runner, x, ctx, src)
+
+
+def test_context_manager_detaches_on_error(tiny_backbone, trained_adapter):
+    with pytest.raises(KeyError):
+        with TwoStreamRunner(tiny_backbone, trained_adapter):
+            raise KeyError("boom")
+    assert all(not block._forward_hooks for block in tiny_backbone.blocks)
+
+
+def test_gradients_reach_only_the_adapter(tiny_backbone, trained_adapter):
+    tiny_backbone.requires_grad_(False)
+    with TwoStreamRunner(tiny_backbone, trained_adapter) as runner:
+        run(runner, latent(0), text(0), latent(1)).velocity.square().mean().backward()
+    assert all(p.grad is None for p in tiny_backbone.parameters())
+    missing = [n for n, p in trained_adapter.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"adapter parameters without gradient: {missing}"
+
+
+@pytest.mark.parametrize("placement", ["cpu", "off"])
+def test_source_cache_equals_recomputation(tiny_backbone, trained_adapter, placement):
+    src, ctx = latent(1), text(0)
+    with TwoStreamRunner(tiny_backbone, trained_adapter) as runner, torch.no_grad():
+        cached = runner.source(src, ctx, placement="device")
+        other = runner.source(src, ctx, placement=placement)
+        for step, t in enumerate((900.0, 500.0, 100.0)):  # several steps reuse the same cache
+            x = latent(10 + step)
+            a = runner(x, torch.tensor([t]), ctx, cached).velocity
+            b = runner(x, torch.tensor([t]), ctx, other).velocity
+            assert torch.equal(a, b)
+    assert cached.cache_bytes() > 0
+    assert (other.cache_bytes() > 0) == (placement == "cpu")
+
+
+def test_adapter_is_2d_frame_f_sees_only_source_frame_f(tiny_backbone, trained_adapter):
+    """Within one PU-SDA block, changing source frame j changes no target frame other than j."""
+    grid, block = (3, 4, 4), trained_adapter.block(0)
+    x = torch.randn(1, 48, 64, generator=torch.Generator().manual_seed(0))   # (B, F*H*W, D) target tokens
+    s = torch.randn(1, 48, 64, generator=torch.Generator().manual_seed(1))   # source tokens
+    s_changed = s.clone()
+    s_changed[:, 16:32] += 1.0                                               # frame 1 only
+    kw = dict(text=torch.randn(1, 64), time_feat=trained_adapter.time_features(T), grid=grid)
+    a = block(x, block.source_features(s, grid), **kw).tokens.view(1, 3, 16, 64)
+    b = block(x, block.source_features(s_changed, grid), **kw).tokens.view(1, 3, 16, 64)
+    assert torch.equal(a[:, 0], b[:, 0]) and torch.equal(a[:, 2], b[:, 2])
+    assert not torch.allclose(a[:, 1], b[:, 1])
+
+
+def test_gate_is_a_text_and_time_dependent_map_in_unit_interval(tiny_backbone, trained_adapter):
+    x, src = latent(0), latent(1)
+    with TwoStreamRunner(tiny_backbone, trained_adapter) as runner:
+        gates_a = run(runner, x, text(0), src).gates
+        gates_b = run(runner, x, text(5), src).gates
+        gates_c = run(runner, x, text(0), src, t=torch.tensor([50.0])).gates
+    for g in gates_a.values():
+        assert g.shape == (1, 3, 4, 4) and (g > 0).all() and (g < 1).all()
+    assert not torch.allclose(gates_a[0], gates_b[0])  # the instruction moves the gate
+    assert not torch.allclose(gates_a[0], gates_c[0])  # and so does the timestep
+
+
+def test_strength_zero_is_identity_even_when_trained(tiny_backbone, trained_adapter):
+    x, src, ctx = latent(0), latent(1), text(0)
+    with TwoStreamRunner(tiny_backbone, trained_adapter, strength=0.0) as runner:
+        assert torch.equal(run(runner, x, ctx, src).velocity, tiny_backbone(x, T, ctx))
+
+
+def test_ffn_lora_is_identity_at_init_and_detaches(tiny_backbone):
+    cfg = AdapterConfig(inner_dim=32, num_heads=2, gate_dim=8, time_freq_dim=16, lora_rank=4)
+    adapter = build_adapter(cfg, backbone_preset("tiny"), seed=0)
+    x, src, ctx = latent(0), latent(1), text(0)
+    plain = tiny_backbone(x, T, ctx)
+    with TwoStreamRunner(tiny_backbone, adapter) as runner:
+        assert torch.equal(run(runner, x, ctx, src).velocity, plain)
+        randomize(adapter.ffn_lora, seed=4)
+        assert not torch.allclose(run(runner, x, ctx, src).velocity, plain)
+    assert all(not block.ffn[0]._forward_hooks for block in tiny_backbone.blocks)
+    assert torch.equal(tiny_backbone(x, T, ctx), plain)
+
+
+def test_block_selection_and_operations_injection():
+    created = []
+
+    class CountingLinear(torch.nn.Linear):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            created.append(self)
+
+    cfg = AdapterConfig(inner_dim=32, num_heads=2, gate_dim=8, time_freq_dim=16, blocks=(1,))
+    adapter = ImVideoEditAdapter(cfg, backbone_preset("tiny"), operations=SimpleNamespace(Linear=CountingLinear))
+    assert adapter.block_ids == (1,)
+    assert len(created) == 8  # q, k, v, o and four gate projections (token, text, two for time)
+    assert torch.equal(adapter.block(1).o.weight, torch.zeros_like(adapter.block(1).o.weight))
+    assert AdapterConfig(block_stride=2).block_ids(30) == tuple(range(0, 30, 2))
+
+
+def test_adapter_config_errors():
+    with pytest.raises(ValueError, match=r"blocks \[5\] do not exist in a backbone with 2 blocks"):
+        ImVideoEditAdapter(AdapterConfig(inner_dim=32, num_heads=2, blocks=(0, 5)), backbone_preset("tiny"))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        AdapterConfig(inner_dim=30, num_heads=3)
+    with pytest.raises(ValueError, match="block_stride must be >= 1"):
+        AdapterConfig(block_stride=0)
+    with pytest.raises(ValueError, match="unknown adapter preset"):
+        adapter_preset("huge")
+    assert AdapterConfig.from_json(adapter_preset("toy").to_json()) == adapter_preset("toy")
+
+
+def test_runner_refuses_mismatched_models(tiny_backbone):
+    adapter = build_adapter(adapter_preset("toy"), backbone_preset("toy"), seed=0)
+    with pytest.raises(ValueError, match="built for dim 128, backbone has dim 64"):
+        TwoStreamRunner(tiny_backbone, adapter)
+
+
+def test_runner_refuses_source_of_another_shape(tiny_backbone, untrained_adapter):
+    with TwoStreamRunner(tiny_backbone, untrained_adapter) as runner:
+        with pytest.raises(ValueError, match="does not match target"):
+            runner(latent(0, frames=3), T, text(0), runner.source(latent(1, frames=2), text(0)))
