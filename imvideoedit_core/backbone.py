@@ -9,7 +9,7 @@ named object; the two-stream runner hooks the blocks' outputs without editing th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -59,6 +59,9 @@ class BlockContext:
     freqs: torch.Tensor        # (F*H*W, head_dim/2) complex rotary frequencies
     grid: tuple[int, int, int]  # token grid (F, H, W)
     timestep: torch.Tensor     # (B,) raw timesteps in [0, 1000]
+    # per-call data of whoever wraps the blocks (the two-stream runner); it travels with the blocks' inputs, so
+    # gradient checkpointing's recomputation sees it too
+    extras: dict[str, object] = field(default_factory=dict)
 
 
 class SelfAttention(nn.Module):
@@ -166,7 +169,8 @@ class WanDiT(nn.Module):
 
     # -- the three stages of a forward pass; the two-stream runner calls them separately --
 
-    def embed(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> TokenState:
+    def embed(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+              extras: dict[str, object] | None = None) -> TokenState:
         """x: (B, C, F, H, W) latent, t: (B,) timesteps in [0, 1000], context: (B, L_text, text_dim)."""
         cfg = self.config
         tokens = self.patch_embedding(x.to(self.patch_embedding.weight.dtype))  # (B, dim, F', H', W')
@@ -175,7 +179,8 @@ class WanDiT(nn.Module):
         e = self.time_embedding(timestep_features(t, cfg.freq_dim).to(tokens.dtype))  # (B, dim)
         e0 = self.time_projection(e).unflatten(1, (6, cfg.dim))                 # (B, 6, dim)
         ctx = BlockContext(modulation=e0, context=self.text_embedding(context.to(tokens.dtype)),
-                           freqs=rope_3d(cfg.head_dim, grid, tokens.device), grid=grid, timestep=t)
+                           freqs=rope_3d(cfg.head_dim, grid, tokens.device), grid=grid, timestep=t,
+                           extras=dict(extras or {}))
         return TokenState(tokens=tokens, block_context=ctx, time_embedding=e)
 
     def run_block(self, index: int, x: torch.Tensor, ctx: BlockContext) -> torch.Tensor:
@@ -193,9 +198,13 @@ class WanDiT(nn.Module):
         out = torch.einsum("bfhwpqrc->bcfphqwr", out)
         return out.reshape(out.shape[0], self.config.out_dim, f * pt, h * ph, w * pw)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """Velocity prediction (B, out_dim, F, H, W) for latent x at timesteps t under text context."""
-        state = self.embed(x, t, context)
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                extras: dict[str, object] | None = None) -> torch.Tensor:
+        """Velocity prediction (B, out_dim, F, H, W) for latent x at timesteps t under text context.
+
+        ``extras`` reaches every block in ``BlockContext.extras`` (for block wrappers; the model ignores it).
+        """
+        state = self.embed(x, t, context, extras)
         tokens = state.tokens
         for i in range(len(self.blocks)):
             tokens = self.run_block(i, tokens, state.block_context)

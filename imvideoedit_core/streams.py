@@ -83,9 +83,12 @@ class SourceStream:
         return sum(kv.k.nbytes + kv.v.nbytes for kv in self._cache.values())
 
 
+EXTRAS_KEY = "imvideoedit"
+
+
 @dataclass
 class _Active:
-    """State of the target forward in flight, read by the block hooks."""
+    """State of one target forward, handed to the block hooks in ``BlockContext.extras``."""
 
     source: SourceStream
     strength: float
@@ -104,7 +107,6 @@ class TwoStreamRunner:
         self.adapter = adapter
         self.strength = strength
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._active: _Active | None = None
 
     # -- attach / detach --
 
@@ -138,10 +140,10 @@ class TwoStreamRunner:
 
     def _block_hook(self, index: int):
         def hook(module, args, output):
-            active = self._active
+            ctx: BlockContext = args[1]
+            active: _Active | None = ctx.extras.get(EXTRAS_KEY)
             if active is None:  # the source stream, or the plain backbone
                 return None
-            ctx: BlockContext = args[1]
             if active.text is None:
                 active.text = self.adapter.text_summary(ctx.context)
                 active.time_feat = self.adapter.time_features(ctx.timestep)
@@ -165,8 +167,6 @@ class TwoStreamRunner:
 
         The backbone part runs without gradients; the adapter's projections keep them (training needs them).
         """
-        if self._active is not None:
-            raise RuntimeError("encode_source cannot run inside a target forward")
         last = max(self.adapter.block_ids)
         features: dict[int, SourceKV] = {}
         with torch.no_grad():
@@ -191,11 +191,9 @@ class TwoStreamRunner:
             raise ValueError(f"source latent {tuple(source.latent.shape)} does not match target "
                              f"{tuple(x.shape)} (batch, frames, height and width must agree)")
         source.begin_step()
-        self._active = _Active(source=source, strength=self.strength, record_gates=return_gates)
+        active = _Active(source=source, strength=self.strength, record_gates=return_gates)
         try:
-            velocity = self.backbone(x, t, context)
-            gates = self._active.gates if return_gates else None
+            velocity = self.backbone(x, t, context, extras={EXTRAS_KEY: active})
         finally:
-            self._active = None
             source.end_step()
-        return StreamOutput(velocity=velocity, gates=gates)
+        return StreamOutput(velocity=velocity, gates=active.gates if return_gates else None)

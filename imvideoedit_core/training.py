@@ -1,0 +1,287 @@
+"""Training the adapter on image pairs (one-frame videos) with a flow-matching loss; a plain loop.
+
+Every random draw of step k (batch order, noise levels, noise, text dropout) comes from ``(seed, k, rank)``, so a
+run is deterministic for a seed and a resumed run continues exactly where the saved one stopped. Under torchrun
+(``torch.distributed`` initialised) the loss module is wrapped in DistributedDataParallel: each rank trains on its
+own shard and gradients are averaged, so every rank holds the same weights. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from safetensors import safe_open
+
+from .adapter_file import atomic_save_safetensors, save_adapter
+from .pairs import PairDataset, batch_indices, collate
+from .sampling import noised, pad_contexts, shift_sigma
+from .streams import TwoStreamRunner
+
+STATE_FORMAT = "imvideoedit-train-state"
+
+
+class TrainingCancelled(RuntimeError):
+    """Raised between steps when the cancel hook says so; files already saved stay as they were."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 4          # per rank
+    lr: float = 1e-4
+    warmup_steps: int = 0        # linear warm-up of the learning rate
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0       # max gradient norm; 0 = no clipping
+    ema_decay: float = 0.0       # 0 = no EMA; else the saved adapter holds the EMA weights
+    gradient_checkpointing: bool = False
+    context_dropout: float = 0.1  # share of samples trained with the empty instruction (for guidance)
+    sigma_shift: float = 1.0     # training noise levels: shift(uniform(0, 1))
+    seed: int = 0
+    save_every: int = 0          # write the adapter and resume state every N steps; 0 = at the end only
+
+    def __post_init__(self) -> None:
+        checks = [(self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
+                  (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+                  (self.lr > 0, f"lr must be positive, got {self.lr}"),
+                  (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
+                  (0 <= self.context_dropout <= 1, f"context_dropout must be in [0, 1], got {self.context_dropout}"),
+                  (self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}"),
+                  (self.sigma_shift > 0, f"sigma_shift must be positive, got {self.sigma_shift}"),
+                  (self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+@dataclass
+class LatentBatch:
+    """One training batch in latent space; images are one-frame videos."""
+
+    source: torch.Tensor         # (B, C, 1, h, w)
+    target: torch.Tensor         # (B, C, 1, h, w)
+    context: torch.Tensor        # (B, L_text, text_dim)
+    empty_context: torch.Tensor  # (1, L_text', text_dim): the empty instruction, for context dropout
+
+
+class BatchSource(Protocol):
+    def batch(self, step: int, *, rank: int, world_size: int) -> LatentBatch: ...
+
+
+class EncodedPairs:
+    """Image pairs from a :class:`PairDataset`, encoded by the host's VAE and text encoder on the fly."""
+
+    def __init__(self, dataset: PairDataset, *, encode_images: Callable[[torch.Tensor], torch.Tensor],
+                 encode_text: Callable[[list[str]], torch.Tensor], batch_size: int, seed: int, device="cpu"):
+        self.dataset = dataset
+        self.encode_images = encode_images  # (B, 3, H, W) in 0..1 -> (B, C, 1, h, w)
+        self.encode_text = encode_text      # list of B strings -> (B, L_text, text_dim)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = device
+        self._epoch: tuple[int, list[list[int]]] | None = None
+
+    def _batches(self, epoch: int, rank: int, world_size: int) -> list[list[int]]:
+        if self._epoch is None or self._epoch[0] != epoch:
+            self._epoch = (epoch, batch_indices(len(self.dataset), batch_size=self.batch_size, seed=self.seed,
+                                                epoch=epoch, rank=rank, world_size=world_size))
+        return self._epoch[1]
+
+    def batch(self, step: int, *, rank: int, world_size: int) -> LatentBatch:
+        per_epoch = len(self._batches(0, rank, world_size))
+        indices = self._batches(step // per_epoch, rank, world_size)[step % per_epoch]
+        pairs = collate([self.dataset[i] for i in indices]).to(self.device)
+        with torch.no_grad():
+            return LatentBatch(source=self.encode_images(pairs.source), target=self.encode_images(pairs.target),
+                               context=self.encode_text(pairs.instructions), empty_context=self.encode_text([""]))
+
+
+class FlowMatchingLoss(nn.Module):
+    """Loss of the target stream at noise level sigma; the source stream sees the clean source at t=0."""
+
+    def __init__(self, runner: TwoStreamRunner):
+        super().__init__()
+        self.backbone = runner.backbone
+        self.adapter = runner.adapter
+        self.runner = runner
+
+    def forward(self, batch: LatentBatch, context: torch.Tensor, sigma: torch.Tensor,
+                noise: torch.Tensor) -> torch.Tensor:
+        x = noised(batch.target, noise, sigma.view(-1, 1, 1, 1, 1))      # (B, C, 1, h, w)
+        source = self.runner.source(batch.source, context)
+        velocity = self.runner(x, 1000.0 * sigma, context, source).velocity
+        return torch.nn.functional.mse_loss(velocity.float(), (noise - batch.target).float())
+
+
+class EMA:
+    """Exponential moving average of the adapter's parameters."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for k, v in module.state_dict().items():
+            self.shadow[k].lerp_(v.detach(), 1 - self.decay)
+
+
+@dataclass
+class TrainProgress:
+    step: int          # steps done
+    total: int
+    loss: float
+    lr: float
+
+
+@dataclass
+class TrainResult:
+    losses: list[float] = field(default_factory=list)  # this rank's loss per step run in this call
+    steps_done: int = 0
+    adapter_path: Path | None = None
+
+
+def distributed_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def state_path(adapter_path: str | Path) -> Path:
+    """Where the resume state of an adapter file lives (beside it; not an adapter itself)."""
+    p = Path(adapter_path)
+    return p.with_name(p.name.removesuffix(".safetensors") + ".train-state.safetensors")
+
+
+def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    mixed = np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator("cpu").manual_seed(int(mixed))
+
+
+def _draw(batch: LatentBatch, cfg: TrainConfig, step: int, rank: int):
+    """The step's noise levels (B,), noise, and contexts with dropout applied."""
+    gen = _step_generator(cfg.seed, step, rank)
+    b = batch.target.shape[0]
+    sigma = shift_sigma(torch.rand(b, generator=gen, dtype=torch.float64), cfg.sigma_shift).float()
+    noise = torch.randn(batch.target.shape, generator=gen)
+    drop = torch.rand(b, generator=gen) < cfg.context_dropout
+    contexts = pad_contexts(batch.context, batch.empty_context)          # (B+1, L, text_dim)
+    context = torch.where(drop.view(-1, 1, 1).to(contexts.device), contexts[-1:], contexts[:-1])
+    device = batch.target.device
+    return sigma.to(device), noise.to(device, batch.target.dtype), context
+
+
+def _lr_at(cfg: TrainConfig, step: int) -> float:
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+
+
+# -- resume state: adapter, EMA and AdamW moments in one safetensors file --
+
+def save_train_state(path: Path, adapter: nn.Module, optimizer: torch.optim.Optimizer, ema: EMA | None,
+                     step: int, cfg: TrainConfig) -> None:
+    tensors = {f"adapter.{k}": v for k, v in adapter.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.shadow.items()})
+    for index, state in optimizer.state_dict()["state"].items():
+        tensors.update({f"optim.{index}.{k}": torch.as_tensor(v) for k, v in state.items()})
+    meta = {"format": STATE_FORMAT, "step": str(step),
+            "train_config": json.dumps(dataclasses.asdict(cfg), sort_keys=True)}
+    atomic_save_safetensors(tensors, path, meta)
+
+
+def load_train_state(path: Path, adapter: nn.Module, optimizer: torch.optim.Optimizer, ema: EMA | None) -> int:
+    """Restore a resume state; returns the number of steps it had done."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != STATE_FORMAT:
+            raise ValueError(f"{path.name} is not an ImVideoEdit training state; delete it or turn resume off")
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    adapter_sd = {k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")}
+    try:
+        adapter.load_state_dict(adapter_sd)
+    except RuntimeError as err:
+        raise ValueError(f"{path.name} was saved for a different adapter configuration; start a new run "
+                         f"(turn resume off) or pick the matching output name") from err
+    if ema is not None:
+        ema.shadow = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")} or ema.shadow
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    sd = optimizer.state_dict()
+    sd["state"] = state
+    optimizer.load_state_dict(sd)
+    return int(meta["step"])
+
+
+def _save(out: Path, runner: TwoStreamRunner, optimizer, ema: EMA | None, step: int, cfg: TrainConfig,
+          losses: list[float], info: dict) -> None:
+    window = losses[-50:]
+    summary = {**info, "steps": step, "train_config": dataclasses.asdict(cfg),
+               "world_size": distributed_info()[1], "recent_loss": sum(window) / max(len(window), 1)}
+    weights = ema.shadow if ema is not None else None
+    save_train_state(state_path(out), runner.adapter, optimizer, ema, step, cfg)
+    save_adapter(out, runner.adapter, training=summary, state_dict=weights)
+
+
+def train_adapter(runner: TwoStreamRunner, data: BatchSource, cfg: TrainConfig, *, out_path: str | Path | None = None,
+                  resume: bool = False, info: dict | None = None,
+                  callback: Callable[[TrainProgress], None] | None = None,
+                  cancel: Callable[[], bool] | None = None) -> TrainResult:
+    """Train ``runner.adapter`` with the backbone frozen; writes ``out_path`` (and its resume state)."""
+    rank, world = distributed_info()
+    backbone, adapter = runner.backbone, runner.adapter
+    backbone.requires_grad_(False).gradient_checkpointing = cfg.gradient_checkpointing
+    adapter.requires_grad_(True).train()
+    optimizer = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    ema = EMA(adapter, cfg.ema_decay) if cfg.ema_decay else None
+    out = Path(out_path) if out_path is not None else None
+    start = 0
+    if resume and out is not None and state_path(out).is_file():
+        start = load_train_state(state_path(out), adapter, optimizer, ema)
+    loss_module: nn.Module = FlowMatchingLoss(runner)
+    if world > 1:
+        loss_module = nn.parallel.DistributedDataParallel(loss_module)
+    result = TrainResult(steps_done=start)
+    runner.attach()
+    try:
+        for step in range(start, cfg.steps):
+            if cancel is not None and cancel():
+                raise TrainingCancelled(f"training cancelled after {step} of {cfg.steps} steps")
+            batch = data.batch(step, rank=rank, world_size=world)
+            sigma, noise, context = _draw(batch, cfg, step, rank)
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(cfg, step)
+            loss = loss_module(batch, context, sigma, noise)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(adapter.parameters(), cfg.grad_clip)
+            optimizer.step()
+            if ema is not None:
+                ema.update(adapter)
+            result.losses.append(loss.item())
+            result.steps_done = step + 1
+            if not math.isfinite(result.losses[-1]):
+                raise FloatingPointError(f"loss became {result.losses[-1]} at step {step + 1}; lower the "
+                                         "learning rate or turn on gradient clipping")
+            if callback is not None:
+                callback(TrainProgress(step=step + 1, total=cfg.steps, loss=result.losses[-1], lr=_lr_at(cfg, step)))
+            last = step + 1 == cfg.steps
+            if out is not None and rank == 0 and (last or (cfg.save_every and (step + 1) % cfg.save_every == 0)):
+                _save(out, runner, optimizer, ema, step + 1, cfg, result.losses, info or {})
+                result.adapter_path = out
+    finally:
+        adapter.eval()
+        backbone.gradient_checkpointing = False
+    return result
