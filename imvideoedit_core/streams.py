@@ -10,7 +10,7 @@ Attaching registers hooks on the backbone instance; :meth:`TwoStreamRunner.detac
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
@@ -47,18 +47,15 @@ class SourceStream:
         self._cache: dict[int, SourceKV] | None = None
         self._prefetched: dict[int, SourceKV] = {}
 
-    def _compute(self) -> dict[int, SourceKV]:
-        features, self.grid = self.runner.encode_source(self.latent, self.context)
-        return features
+    def _to_host(self, kv: SourceKV) -> SourceKV:
+        """Move one block's features to host memory (pinned when they came from a GPU, for async copies back)."""
+        return kv.to("cpu").pin_memory() if self.latent.is_cuda else kv.to("cpu")
 
     def begin_step(self) -> None:
         """Called once per target forward: fills the cache on first use, or recomputes when it is off."""
         if self.placement == "off" or self._cache is None:
-            features = self._compute()
-            if self.placement == "cpu":
-                pin = torch.cuda.is_available() and self.latent.is_cuda
-                features = {i: (kv.to("cpu").pin_memory() if pin else kv.to("cpu")) for i, kv in features.items()}
-            self._cache = features
+            store = self._to_host if self.placement == "cpu" else None  # block by block: no device-side peak
+            self._cache, self.grid = self.runner.encode_source(self.latent, self.context, store=store)
 
     def end_step(self) -> None:
         """Called after each target forward: with the cache off, nothing is kept between steps."""
@@ -161,25 +158,25 @@ class TwoStreamRunner:
                placement: CachePlacement = "device") -> SourceStream:
         return SourceStream(self, latent, context, placement)
 
-    def encode_source(self, latent: torch.Tensor, context: torch.Tensor
+    def encode_source(self, latent: torch.Tensor, context: torch.Tensor, *,
+                      store: Callable[[SourceKV], SourceKV] | None = None
                       ) -> tuple[dict[int, SourceKV], tuple[int, int, int]]:
         """Run the clean source through the frozen blocks at t=0 and project it for every adapted block.
 
         The backbone part runs without gradients; the adapter's projections keep them (training needs them).
+        Each block's output is projected as soon as it exists and handed to ``store`` (e.g. a move to host
+        memory), so only one block output is held at a time.
         """
-        last = max(self.adapter.block_ids)
         features: dict[int, SourceKV] = {}
         with torch.no_grad():
-            t0 = torch.zeros(latent.shape[0], device=latent.device)
-            state = self.backbone.embed(latent, t0, context)
-            tokens, ctx = state.tokens, state.block_context
-            states = {}
-            for i in range(last + 1):
+            state = self.backbone.embed(latent, torch.zeros(latent.shape[0], device=latent.device), context)
+        tokens, ctx = state.tokens, state.block_context
+        for i in range(max(self.adapter.block_ids) + 1):
+            with torch.no_grad():
                 tokens = self.backbone.run_block(i, tokens, ctx)
-                if i in self.adapter.block_ids:
-                    states[i] = tokens
-        for i, s in states.items():
-            features[i] = self.adapter.block(i).source_features(s, ctx.grid)
+            if i in self.adapter.block_ids:
+                kv = self.adapter.block(i).source_features(tokens, ctx.grid)
+                features[i] = store(kv) if store is not None else kv
         return features, ctx.grid
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, source: SourceStream, *,

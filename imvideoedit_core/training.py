@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -234,11 +233,40 @@ def _save(out: Path, runner: TwoStreamRunner, optimizer, ema: EMA | None, step: 
     save_adapter(out, runner.adapter, training=summary, state_dict=weights)
 
 
+@dataclass
+class _Trainer:
+    """What one optimisation step needs."""
+
+    loss_module: nn.Module        # FlowMatchingLoss, wrapped in DDP under torchrun
+    adapter: nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: EMA | None
+    cfg: TrainConfig
+    rank: int
+
+    def step(self, batch: LatentBatch, step: int) -> float:
+        sigma, noise, context = _draw(batch, self.cfg, step, self.rank)
+        for group in self.optimizer.param_groups:
+            group["lr"] = _lr_at(self.cfg, step)
+        loss = self.loss_module(batch, context, sigma, noise)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step + 1}; lower the learning rate "
+                                     "or turn on gradient clipping (the weights before this step are kept)")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.adapter.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.adapter)
+        return loss.item()
+
+
 def train_adapter(runner: TwoStreamRunner, data: BatchSource, cfg: TrainConfig, *, out_path: str | Path | None = None,
                   resume: bool = False, info: dict | None = None,
                   callback: Callable[[TrainProgress], None] | None = None,
                   cancel: Callable[[], bool] | None = None) -> TrainResult:
-    """Train ``runner.adapter`` with the backbone frozen; writes ``out_path`` (and its resume state)."""
+    """Train ``runner.adapter`` with the backbone frozen; writes ``out_path`` (and its resume state) on rank 0."""
     rank, world = distributed_info()
     backbone, adapter = runner.backbone, runner.adapter
     backbone.requires_grad_(False).gradient_checkpointing = cfg.gradient_checkpointing
@@ -252,36 +280,25 @@ def train_adapter(runner: TwoStreamRunner, data: BatchSource, cfg: TrainConfig, 
     loss_module: nn.Module = FlowMatchingLoss(runner)
     if world > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
+    trainer = _Trainer(loss_module=loss_module, adapter=adapter, optimizer=optimizer, ema=ema, cfg=cfg, rank=rank)
     result = TrainResult(steps_done=start)
+    was_attached = runner.attached
     runner.attach()
     try:
         for step in range(start, cfg.steps):
             if cancel is not None and cancel():
                 raise TrainingCancelled(f"training cancelled after {step} of {cfg.steps} steps")
-            batch = data.batch(step, rank=rank, world_size=world)
-            sigma, noise, context = _draw(batch, cfg, step, rank)
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(cfg, step)
-            loss = loss_module(batch, context, sigma, noise)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(adapter.parameters(), cfg.grad_clip)
-            optimizer.step()
-            if ema is not None:
-                ema.update(adapter)
-            result.losses.append(loss.item())
+            result.losses.append(trainer.step(data.batch(step, rank=rank, world_size=world), step))
             result.steps_done = step + 1
-            if not math.isfinite(result.losses[-1]):
-                raise FloatingPointError(f"loss became {result.losses[-1]} at step {step + 1}; lower the "
-                                         "learning rate or turn on gradient clipping")
             if callback is not None:
                 callback(TrainProgress(step=step + 1, total=cfg.steps, loss=result.losses[-1], lr=_lr_at(cfg, step)))
-            last = step + 1 == cfg.steps
-            if out is not None and rank == 0 and (last or (cfg.save_every and (step + 1) % cfg.save_every == 0)):
+            due = step + 1 == cfg.steps or (cfg.save_every and (step + 1) % cfg.save_every == 0)
+            if out is not None and rank == 0 and due:
                 _save(out, runner, optimizer, ema, step + 1, cfg, result.losses, info or {})
                 result.adapter_path = out
     finally:
         adapter.eval()
         backbone.gradient_checkpointing = False
+        if not was_attached:
+            runner.detach()
     return result

@@ -25,6 +25,7 @@ target folder and moved into place with `os.replace`, so a crash or cancel never
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -624,9 +625,26 @@ def _open_cv_writer(path: str, *, fourcc: str, fps: float, size: tuple[int, int]
     return None
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what native code prints to file descriptor 2 (FFmpeg and OpenCV report every failed codec there)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr descriptor (embedded interpreters): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _codec_writes(fourcc: str, *, size: tuple[int, int], fps: float) -> bool:
     """Whether a one-frame mp4 written with `fourcc` reads back (some builds open writers that write nothing)."""
-    with tempfile.TemporaryDirectory(prefix="imve_codec_") as folder:
+    with tempfile.TemporaryDirectory(prefix="imve_codec_") as folder, _quiet_native_stderr():
         path = os.path.join(folder, "check.mp4")
         writer = _open_cv_writer(path, fourcc=fourcc, fps=fps, size=size)
         if writer is None:

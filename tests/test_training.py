@@ -43,11 +43,11 @@ def test_loss_falls_and_only_the_adapter_changes():
     backbone_before = {k: v.clone() for k, v in runner.backbone.state_dict().items()}
     before = eval_loss(runner, data)
     result = train_adapter(runner, data, TrainConfig(steps=60, batch_size=2, lr=1e-2, context_dropout=0.0))
+    assert not runner.attached and not runner.adapter.training  # left as it was found
     after = eval_loss(runner, data)
     assert after < 0.92 * before, (before, after)  # measured: 2.156 -> 1.922 (deterministic)
     assert len(result.losses) == 60 and result.steps_done == 60
     assert all(torch.equal(v, backbone_before[k]) for k, v in runner.backbone.state_dict().items())
-    assert not runner.attached and not runner.adapter.training
 
 
 def test_training_is_deterministic_for_a_seed():
@@ -110,6 +110,21 @@ def test_cancel_keeps_the_last_good_checkpoint(tmp_path):
     assert read_adapter_info(out).training["steps"] == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.safetensors", "c.train-state.safetensors"]
     load_adapter(out)
+
+
+def test_a_diverging_loss_stops_before_it_poisons_the_weights():
+    runner = tiny_runner()
+    before = adapter_weights(runner)
+
+    class NaNPairs(ReconstructionPairs):
+        def batch(self, step, *, rank, world_size):
+            batch = super().batch(step, rank=rank, world_size=world_size)
+            batch.target = torch.full_like(batch.target, float("nan"))
+            return batch
+
+    with pytest.raises(FloatingPointError, match="loss became nan at step 1; lower the learning rate"):
+        train_adapter(runner, NaNPairs(), TrainConfig(steps=3, batch_size=2))
+    assert all(torch.equal(v, before[k]) for k, v in adapter_weights(runner).items())
 
 
 @pytest.mark.parametrize("kwargs,message", [({"steps": 0}, "steps must be >= 1"),
