@@ -100,6 +100,7 @@ class SpatialDifferenceAttention(nn.Module):
         self.norm_q = RMSNorm(cfg.inner_dim, **kw)
         self.norm_k = RMSNorm(cfg.inner_dim, **kw)
         self.gate = SemanticGate(dim, cfg.gate_dim, cfg.time_freq_dim, operations=operations, **kw)
+        self.gate_mode = cfg.gate
 
     def _dtype(self) -> torch.dtype:
         return self.q.weight.dtype
@@ -120,10 +121,19 @@ class SpatialDifferenceAttention(nn.Module):
         q = apply_rope(self.norm_q(self.q(n)), rope_2d(self.head_dim, (h, w), n.device), self.num_heads)
         predicted = attention(q, source.k, source.v, self.num_heads)          # (B*F, H*W, inner)
         difference = predicted - self.v(n)
-        gate = self.gate(n, text.to(n.dtype).repeat_interleave(f, 0),
-                         time_feat.to(n.dtype).repeat_interleave(f, 0))       # (B*F, H*W, 1)
+        gate = self._gate(n, text.to(n.dtype).repeat_interleave(f, 0),
+                          time_feat.to(n.dtype).repeat_interleave(f, 0))      # (B*F, H*W, 1)
         delta = unfold_frames(self.o((1 - gate) * difference), b)            # (B, F*H*W, D)
         return BlockStep(tokens=x + (strength * delta).to(x.dtype), gate=gate.reshape(b, f, h, w))
+
+
+    def _gate(self, n: torch.Tensor, text: torch.Tensor, time_feat: torch.Tensor) -> torch.Tensor:
+        """The gate, or one of its ablations: ``blind`` hides the text (Wc sees zeros), ``none`` is g = 0."""
+        if self.gate_mode == "none":
+            return n.new_zeros(*n.shape[:2], 1)
+        if self.gate_mode == "blind":
+            text = torch.zeros_like(text)
+        return self.gate(n, text, time_feat)
 
 
 class LoRAPair(nn.Module):

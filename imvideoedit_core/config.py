@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 WAN21_FAMILY = "wan2.1-t2v"
+GATE_MODES = ("text", "blind", "none")
 
 
 def _to_json(cfg: Any) -> str:
@@ -85,6 +86,7 @@ class AdapterConfig:
     blocks: tuple[int, ...] | None = None  # ... or after exactly these blocks
     lora_rank: int = 0           # optional LoRA on the backbone FFNs; 0 = off
     lora_alpha: float = 1.0
+    gate: str = "text"           # "text": the text-guided gate; "blind": ignores the text; "none": g = 0 (ablations)
 
     def __post_init__(self) -> None:
         if self.inner_dim % self.num_heads or (self.inner_dim // self.num_heads) % 4:
@@ -94,6 +96,8 @@ class AdapterConfig:
             raise ValueError(f"block_stride must be >= 1, got {self.block_stride}")
         if self.blocks is not None and (not self.blocks or min(self.blocks) < 0):
             raise ValueError(f"blocks must be a non-empty list of block indices >= 0, got {self.blocks}")
+        if self.gate not in GATE_MODES:
+            raise ValueError(f"unknown gate mode {self.gate!r}; choose one of {GATE_MODES}")
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be >= 0 (0 turns the FFN LoRA off), got {self.lora_rank}")
 

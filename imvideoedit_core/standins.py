@@ -80,3 +80,41 @@ class ByteTextEncoder(nn.Module):
         ids, mask = ids.to(self.embed.weight.device), mask.to(self.embed.weight.device)
         x = self.embed(ids) + self.positions[: self.max_len].to(self.embed.weight.dtype)  # (B, L, text_dim)
         return x * mask[..., None]
+
+
+class WordTextEncoder(nn.Module):
+    """A small trainable text encoder over a fixed word list (for closed worlds such as ToyWorld).
+
+    Words (lower case, split on anything that is not a letter) -> embeddings + learned positions -> one residual
+    1D convolution over neighbouring words (so "red circle" binds colour to shape) -> (B, max_len, text_dim), zero
+    at padding. Unknown words map to ``<unk>``. The vocabulary travels with the weights (``config()``).
+    """
+
+    PAD, UNK = 0, 1
+
+    def __init__(self, vocab: list[str], text_dim: int, *, max_len: int = 24):
+        super().__init__()
+        self.vocab = list(vocab)
+        self.max_len = max_len
+        self.index = {word: i + 2 for i, word in enumerate(self.vocab)}
+        self.embed = nn.Embedding(len(self.vocab) + 2, text_dim)
+        self.positions = nn.Parameter(torch.randn(max_len, text_dim) * 0.02)
+        self.mix = nn.Conv1d(text_dim, text_dim, kernel_size=3, padding=1)
+        self.out = nn.Linear(text_dim, text_dim)
+
+    def config(self) -> dict:
+        return {"vocab": self.vocab, "text_dim": self.embed.embedding_dim, "max_len": self.max_len}
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        ids = torch.zeros(len(texts), self.max_len, dtype=torch.long)
+        for row, text in enumerate(texts):
+            words = [w for w in "".join(c if c.isalpha() else " " for c in text.lower()).split()][: self.max_len]
+            ids[row, : len(words)] = torch.tensor([self.index.get(w, self.UNK) for w in words], dtype=torch.long)
+        return ids
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        ids = self.tokenize(texts).to(self.embed.weight.device)
+        mask = (ids != self.PAD)[..., None].to(self.embed.weight.dtype)  # (B, L, 1)
+        x = (self.embed(ids) + self.positions) * mask                       # (B, L, D)
+        x = x + self.out(F.gelu(self.mix(x.transpose(1, 2)).transpose(1, 2)))
+        return x * mask

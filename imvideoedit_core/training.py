@@ -12,7 +12,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -239,6 +239,7 @@ class _Trainer:
 
     loss_module: nn.Module        # FlowMatchingLoss, wrapped in DDP under torchrun
     adapter: nn.Module
+    trainable: list[nn.Parameter]
     optimizer: torch.optim.Optimizer
     ema: EMA | None
     cfg: TrainConfig
@@ -255,7 +256,7 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip:
-            nn.utils.clip_grad_norm_(self.adapter.parameters(), self.cfg.grad_clip)
+            nn.utils.clip_grad_norm_(self.trainable, self.cfg.grad_clip)
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.adapter)
@@ -265,13 +266,23 @@ class _Trainer:
 def train_adapter(runner: TwoStreamRunner, data: BatchSource, cfg: TrainConfig, *, out_path: str | Path | None = None,
                   resume: bool = False, info: dict | None = None,
                   callback: Callable[[TrainProgress], None] | None = None,
-                  cancel: Callable[[], bool] | None = None) -> TrainResult:
-    """Train ``runner.adapter`` with the backbone frozen; writes ``out_path`` (and its resume state) on rank 0."""
+                  cancel: Callable[[], bool] | None = None,
+                  extra_parameters: Sequence[nn.Parameter] = ()) -> TrainResult:
+    """Train ``runner.adapter`` with the backbone frozen; writes ``out_path`` (and its resume state) on rank 0.
+
+    ``extra_parameters`` (ablations only, e.g. the backbone's 3D attention) are optimised too, but are neither
+    saved in the adapter file nor in the resume state, so such a run cannot be resumed.
+    """
+    if resume and extra_parameters:
+        raise ValueError("a run with extra_parameters cannot be resumed: their weights are not in the state file")
     rank, world = distributed_info()
     backbone, adapter = runner.backbone, runner.adapter
     backbone.requires_grad_(False).gradient_checkpointing = cfg.gradient_checkpointing
     adapter.requires_grad_(True).train()
-    optimizer = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    for p in extra_parameters:
+        p.requires_grad_(True)
+    trainable = [*adapter.parameters(), *extra_parameters]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     ema = EMA(adapter, cfg.ema_decay) if cfg.ema_decay else None
     out = Path(out_path) if out_path is not None else None
     start = 0
@@ -280,7 +291,8 @@ def train_adapter(runner: TwoStreamRunner, data: BatchSource, cfg: TrainConfig, 
     loss_module: nn.Module = FlowMatchingLoss(runner)
     if world > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
-    trainer = _Trainer(loss_module=loss_module, adapter=adapter, optimizer=optimizer, ema=ema, cfg=cfg, rank=rank)
+    trainer = _Trainer(loss_module=loss_module, adapter=adapter, trainable=trainable, optimizer=optimizer, ema=ema,
+                       cfg=cfg, rank=rank)
     result = TrainResult(steps_done=start)
     was_attached = runner.attached
     runner.attach()

@@ -156,3 +156,20 @@ def test_runner_refuses_source_of_another_shape(tiny_backbone, untrained_adapter
     with TwoStreamRunner(tiny_backbone, untrained_adapter) as runner:
         with pytest.raises(ValueError, match="does not match target"):
             runner(latent(0, frames=3), T, text(0), runner.source(latent(1, frames=2), text(0)))
+
+
+def test_gate_ablations():
+    """Same tokens, two instructions: the text gate tells them apart, the blind gate cannot, "none" is zero."""
+    n = torch.randn(2, 16, 64, generator=torch.Generator().manual_seed(0))   # (B*F, H*W, D) normalised tokens
+    texts = torch.randn(2, 2, 64, generator=torch.Generator().manual_seed(1))
+    t = torch.randn(2, 16, generator=torch.Generator().manual_seed(2))
+    gates = {}
+    for mode in ("text", "blind", "none"):
+        cfg = AdapterConfig(inner_dim=32, num_heads=2, gate_dim=8, time_freq_dim=16, gate=mode)
+        block = randomize(build_adapter(cfg, backbone_preset("tiny"), seed=0), seed=2, std=0.2).block(0)
+        gates[mode] = [block._gate(n, texts[i], t) for i in range(2)]
+    assert not torch.allclose(*gates["text"])
+    assert torch.equal(*gates["blind"])
+    assert torch.equal(gates["none"][0], torch.zeros(2, 16, 1))
+    with pytest.raises(ValueError, match="unknown gate mode 'soft'"):
+        AdapterConfig(gate="soft")

@@ -34,3 +34,14 @@ def test_byte_text_encoder_is_deterministic_and_zero_padded():
     assert torch.equal(a[1], torch.zeros(16, 32))          # the empty instruction is all padding
     assert torch.equal(a[0, 11:], torch.zeros(5, 32))      # padding after 11 bytes
     assert not torch.allclose(a[0], enc(["make it blue"])[0])
+
+
+def test_word_text_encoder_tokenizes_known_words_and_pads_with_zeros():
+    from imvideoedit_core.standins import WordTextEncoder
+    enc = WordTextEncoder(["a", "circle", "red"], 16, max_len=6)
+    ids = enc.tokenize(["a red circle", "A RED, circle!", "a blue circle", ""])
+    assert ids[0].tolist() == [2, 4, 3, 0, 0, 0] and torch.equal(ids[0], ids[1])  # case and punctuation ignored
+    assert ids[2].tolist()[:3] == [2, 1, 3]                                       # unknown word -> <unk>
+    out = enc(["a red circle", ""])
+    assert out.shape == (2, 6, 16) and torch.equal(out[1], torch.zeros(6, 16))
+    assert torch.equal(out[0, 3:], torch.zeros(3, 16))

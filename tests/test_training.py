@@ -186,3 +186,15 @@ def test_end_to_end_pairs_train_save_load_edit(tmp_path):
     frames = codec.decode(edited.latent)
     assert frames.shape == clip.shape and torch.isfinite(frames).all()
     assert edited.gate.shape == (1, 5, 8, 8)
+
+
+def test_extra_parameters_train_and_refuse_resume(tmp_path):
+    runner = tiny_runner()
+    attention = [p for block in runner.backbone.blocks for p in block.self_attn.parameters()]
+    before = [p.clone() for p in attention]
+    train_adapter(runner, ReconstructionPairs(), TrainConfig(steps=2, batch_size=2, lr=1e-3),
+                  extra_parameters=attention)
+    assert any(not torch.equal(a, b) for a, b in zip(attention, before))
+    with pytest.raises(ValueError, match="cannot be resumed"):
+        train_adapter(runner, ReconstructionPairs(), TrainConfig(steps=2), out_path=tmp_path / "x.safetensors",
+                      resume=True, extra_parameters=attention)

@@ -1,0 +1,88 @@
+"""The ToyWorld models: the ``toy`` Wan backbone, a word-level text encoder and the pixel codec, saved together.
+
+Latent space: ``PatchCodec(16, patch=2)``, an exact space-to-depth of 2x2 pixel blocks (no learned VAE), so a
+32x32 frame is a 16x16 latent and, with the backbone's (1, 2, 2) patches, 64 tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from imvideoedit_core.adapter_file import atomic_save_safetensors
+from imvideoedit_core.backbone import WanDiT, build_backbone
+from imvideoedit_core.config import BackboneConfig, backbone_preset
+from imvideoedit_core.standins import PatchCodec, WordTextEncoder
+
+from . import world
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+BACKBONE_FILE = "backbone.safetensors"
+TEXT_FILE = "text_encoder.safetensors"
+ADAPTER_FILE = "adapter.safetensors"
+FRAME_SIZE = 32
+CODEC = PatchCodec(channels=16, patch=2)
+
+
+def vocabulary() -> list[str]:
+    """Every word of ToyWorld's captions and instructions, from the world's own names and templates."""
+    words: set[str] = set()
+    for seed in range(3000):  # enough random examples to meet every template and name (checked by a test)
+        example = world.make_example(seed, size=FRAME_SIZE, frames=1)
+        for text in (example.source_caption, example.target_caption, example.instruction):
+            words.update(re.findall(r"[a-z]+", text.lower()))
+    return sorted(words)
+
+
+def new_text_encoder(seed: int, cfg: BackboneConfig) -> WordTextEncoder:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return WordTextEncoder(vocabulary(), cfg.text_dim)
+
+
+def new_backbone(seed: int) -> WanDiT:
+    return build_backbone(backbone_preset("toy"), seed=seed)
+
+
+@dataclass
+class ToyModels:
+    backbone: WanDiT
+    text_encoder: WordTextEncoder
+    codec: PatchCodec = CODEC
+
+
+def save_models(folder: Path, models: ToyModels, *, summary: dict) -> None:
+    """Backbone and text encoder as two safetensors files whose metadata says what they are."""
+    meta = {"summary": json.dumps(summary, sort_keys=True)}
+    atomic_save_safetensors(models.backbone.state_dict(), folder / BACKBONE_FILE,
+                            {**meta, "format": "toyworld-backbone", "config": models.backbone.config.to_json()})
+    atomic_save_safetensors(models.text_encoder.state_dict(), folder / TEXT_FILE,
+                            {**meta, "format": "toyworld-text-encoder",
+                             "config": json.dumps(models.text_encoder.config())})
+
+
+def _read(path: Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"no ToyWorld model at {path}: train it with `python -m bench.toyworld.pretrain`")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != fmt:
+            raise ValueError(f"{path.name} is not a {fmt} file (metadata format {meta.get('format')!r})")
+        return {k: f.get_tensor(k) for k in f.keys()}, meta
+
+
+def load_models(folder: Path = MODELS_DIR) -> ToyModels:
+    """The frozen pretrained backbone and text encoder (eval mode, no gradients)."""
+    weights, meta = _read(folder / BACKBONE_FILE, "toyworld-backbone")
+    backbone = WanDiT(BackboneConfig.from_json(meta["config"]))
+    backbone.load_state_dict(weights)
+    weights, meta = _read(folder / TEXT_FILE, "toyworld-text-encoder")
+    cfg = json.loads(meta["config"])
+    text = WordTextEncoder(cfg["vocab"], cfg["text_dim"], max_len=cfg["max_len"])
+    text.load_state_dict(weights)
+    return ToyModels(backbone=backbone.requires_grad_(False).eval(), text_encoder=text.requires_grad_(False).eval())
