@@ -6,7 +6,7 @@ velocity ``v = noise - x0`` at timestep ``t = 1000 * sigma``, and a step moves `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
 
 import torch
@@ -157,46 +157,86 @@ class GateRecorder:
 class EditResult:
     latent: torch.Tensor                # (B, C, F, H, W)
     gate: torch.Tensor | None = None    # (B, F', H', W') mean gate of the conditional branch, on request
-    sigmas: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+
+
+@dataclass
+class GuidanceBatch:
+    """The contexts of one guided forward: conditional first, then (when guiding) unconditional."""
+
+    contexts: torch.Tensor  # (branches*B, L, C)
+    branches: int           # 2 with guidance, 1 without
+    cfg: float
+
+    @classmethod
+    def build(cls, context: torch.Tensor, negative_context: torch.Tensor | None, cfg: float) -> "GuidanceBatch":
+        if cfg == 1.0 or negative_context is None:
+            return cls(contexts=context, branches=1, cfg=1.0)
+        return cls(contexts=pad_contexts(context, negative_context), branches=2, cfg=cfg)
+
+    def velocity(self, call: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> VelocityFn:
+        """Wrap ``call(x, t) -> v`` on the branch-batched latent into a guided (x, sigma) -> v."""
+        def fn(x: torch.Tensor, sigma: float) -> torch.Tensor:
+            xx = x.repeat(self.branches, 1, 1, 1, 1)
+            v = call(xx, torch.full((xx.shape[0],), 1000.0 * sigma, device=x.device))
+            if self.branches == 1:
+                return v
+            v_cond, v_uncond = v.chunk(2)
+            return v_uncond + self.cfg * (v_cond - v_uncond)
+        return fn
 
 
 def guided_velocity(runner: TwoStreamRunner, source_latent: torch.Tensor, context: torch.Tensor,
                     negative_context: torch.Tensor | None, *, cfg: float, cache: CachePlacement,
                     recorder: GateRecorder | None) -> VelocityFn:
     """The velocity function of an edit: conditional and unconditional branches batched in one forward."""
-    guided = cfg != 1.0 and negative_context is not None
-    contexts = pad_contexts(context, negative_context) if guided else context
-    branches = 2 if guided else 1
-    source = runner.source(source_latent.repeat(branches, 1, 1, 1, 1), contexts, placement=cache)
+    batch = GuidanceBatch.build(context, negative_context, cfg)
+    source = runner.source(source_latent.repeat(batch.branches, 1, 1, 1, 1), batch.contexts, placement=cache)
 
-    def fn(x: torch.Tensor, sigma: float) -> torch.Tensor:
-        xx = x.repeat(branches, 1, 1, 1, 1)
-        t = torch.full((xx.shape[0],), 1000.0 * sigma, device=x.device)
-        out = runner(xx, t, contexts, source, return_gates=recorder is not None)
+    def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = runner(x, t, batch.contexts, source, return_gates=recorder is not None)
         if recorder is not None:
             recorder.add(out.gates)
-        if not guided:
-            return out.velocity
-        v_cond, v_uncond = out.velocity.chunk(2)
-        return v_uncond + cfg * (v_cond - v_uncond)
+        return out.velocity
 
-    return fn
+    return batch.velocity(call)
+
+
+def backbone_velocity(backbone: torch.nn.Module, context: torch.Tensor, negative_context: torch.Tensor | None, *,
+                      cfg: float) -> VelocityFn:
+    """The plain backbone under guidance (no adapter): text-to-video, or degrade-then-regenerate from a source."""
+    batch = GuidanceBatch.build(context, negative_context, cfg)
+    return batch.velocity(lambda x, t: backbone(x, t, batch.contexts))
+
+
+def sample_from(fn: VelocityFn, source_latent: torch.Tensor, config: SamplerConfig, *,
+                noise: torch.Tensor | None = None, step_hooks: Sequence[StepHook] = (),
+                callback: Callable[[StepInfo], None] | None = None,
+                cancel: Callable[[], bool] | None = None) -> torch.Tensor:
+    """Sample from ``source_latent`` noised to ``config.strength`` (pure noise at 1, the source itself at 0).
+
+    ``noise`` (same shape) replaces the seeded noise, e.g. to give every frame of a per-frame edit the same noise.
+    """
+    if config.strength == 0.0:
+        return source_latent.clone()
+    if noise is None:
+        noise = seeded_noise(source_latent.shape, seed=config.seed, device=source_latent.device,
+                             dtype=source_latent.dtype)
+    elif noise.shape != source_latent.shape:
+        raise ValueError(f"noise {tuple(noise.shape)} must have the latent's shape {tuple(source_latent.shape)}")
+    sigmas = flow_sigmas(config.steps, shift=config.shift, strength=config.strength)
+    x = noised(source_latent, noise, config.strength)
+    return sample(fn, x, sigmas, solver=config.solver, step_hooks=step_hooks, callback=callback, cancel=cancel)
 
 
 def edit_latent(runner: TwoStreamRunner, source_latent: torch.Tensor, *, context: torch.Tensor,
                 negative_context: torch.Tensor | None, config: SamplerConfig,
-                cache: CachePlacement = "device", return_gate: bool = False,
+                cache: CachePlacement = "device", return_gate: bool = False, noise: torch.Tensor | None = None,
                 step_hooks: Sequence[StepHook] = (), callback: Callable[[StepInfo], None] | None = None,
                 cancel: Callable[[], bool] | None = None) -> EditResult:
     """Edit a source latent (B, C, F, H, W) following ``context``; the runner must be attached."""
-    sigmas = flow_sigmas(config.steps, shift=config.shift, strength=config.strength)
-    noise = seeded_noise(source_latent.shape, seed=config.seed, device=source_latent.device,
-                         dtype=source_latent.dtype)
-    if config.strength == 0.0:
-        return EditResult(latent=source_latent.clone(), sigmas=sigmas)
-    x = noised(source_latent, noise, config.strength)
     recorder = GateRecorder(batch=source_latent.shape[0]) if return_gate else None
     fn = guided_velocity(runner, source_latent, context, negative_context, cfg=config.cfg, cache=cache,
                          recorder=recorder)
-    x = sample(fn, x, sigmas, solver=config.solver, step_hooks=step_hooks, callback=callback, cancel=cancel)
-    return EditResult(latent=x, gate=recorder.result() if recorder else None, sigmas=sigmas)
+    latent = sample_from(fn, source_latent, config, noise=noise, step_hooks=step_hooks, callback=callback,
+                         cancel=cancel)
+    return EditResult(latent=latent, gate=recorder.result() if recorder else None)

@@ -126,3 +126,19 @@ def test_shift_is_monotone_and_keeps_endpoints():
 def test_sampler_config_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SamplerConfig(**kwargs)
+
+
+def test_plain_backbone_guidance_and_explicit_noise(tiny_backbone):
+    from imvideoedit_core.sampling import backbone_velocity, sample_from
+    cond, uncond, x, sigma = text(0), torch.zeros(1, 5, 32), latent(3), 0.4
+    t = torch.tensor([400.0])
+    with torch.no_grad():
+        v_c, v_u = tiny_backbone(x, t, cond), tiny_backbone(x, t, uncond)
+        guided = backbone_velocity(tiny_backbone, cond, uncond, cfg=3.0)(x, sigma)
+    assert torch.allclose(guided, v_u + 3.0 * (v_c - v_u), atol=1e-5)
+    fn = lambda x, s: torch.zeros_like(x)  # noqa: E731  (a model that never moves: the result is the start)
+    src, noise = latent(1), latent(2)
+    out = sample_from(fn, src, SamplerConfig(steps=2, strength=0.25), noise=noise)
+    assert torch.allclose(out, 0.75 * src + 0.25 * noise)
+    with pytest.raises(ValueError, match="must have the latent's shape"):
+        sample_from(fn, src, SamplerConfig(steps=2), noise=latent(2, frames=2))
