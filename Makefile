@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` runs the pipeline end to end, `make test` runs the tests.
+# Two commands on a fresh machine: `make demo` edits a held-out ToyWorld clip with the bundled models,
+# `make test` runs the tests.
 # Both create .venv on first use (CPU build of torch 2.13.0 plus requirements*.txt).
 PYTHON ?= python3
 VENV := .venv
@@ -10,9 +11,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0 -r requirements.txt -r requirements-dev.txt
 	touch $(STAMP)
 
-.PHONY: demo test bench
+.PHONY: demo test bench toyworld
 demo: $(STAMP)
-	$(PY) -m imvideoedit_core.demo --out out/demo
+	$(PY) -m bench.toyworld.demo --out out/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -20,3 +21,6 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/flops.py
 	$(PY) bench/step_time.py
+
+toyworld: $(STAMP)
+	$(PY) -m bench.toyworld.pipeline

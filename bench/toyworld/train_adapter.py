@@ -1,0 +1,111 @@
+"""Train ImVideoEdit adapters on the frozen ToyWorld backbone: ours on image pairs, the oracle on video pairs.
+
+    python -m bench.toyworld.train_adapter --variant ours --steps 3000
+    python -m bench.toyworld.train_adapter --variant all --steps 3000      # ours, oracle and the ablations
+
+Variants (same steps, batch and seed; the oracle's batch holds the same number of frames as videos):
+    ours        image pairs (one-frame videos), text-guided gate           -> models/adapter.safetensors
+    oracle      8-frame video pairs of the same world                      -> runs/oracle.safetensors
+    no_gate     image pairs, gate fixed at 0                                -> runs/no_gate.safetensors
+    blind_gate  image pairs, a gate that cannot read the instruction        -> runs/blind_gate.safetensors
+    unfrozen    image pairs, backbone 3D self-attention trained as well     -> runs/unfrozen.safetensors
+                (+ runs/unfrozen.self_attn.safetensors)
+Pairs are drawn on the fly from training-split seeds (an endless stream, never an evaluation scene).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from imvideoedit_core.adapter import build_adapter
+from imvideoedit_core.config import AdapterConfig, adapter_preset
+from imvideoedit_core.streams import TwoStreamRunner
+from imvideoedit_core.training import LatentBatch, TrainConfig, train_adapter
+
+from . import world
+from .models import ADAPTER_FILE, CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
+from .pretrain import train_seed
+
+RUNS_DIR = Path(__file__).resolve().parent / "runs"
+VARIANTS = ("ours", "oracle", "no_gate", "blind_gate", "unfrozen")
+IMAGE_BATCH = 16
+VIDEO_FRAMES = 8
+
+
+class ToyEditPairs:
+    """Step k, rank r: random edits of training scenes as latent pairs, instructions as context."""
+
+    def __init__(self, models: ToyModels, *, frames: int, batch_size: int, seed: int):
+        self.models, self.frames, self.batch_size, self.seed = models, frames, batch_size, seed
+        self.empty = models.text_encoder([""])
+
+    def batch(self, step: int, *, rank: int, world_size: int) -> LatentBatch:
+        examples = [world.make_example(train_seed(self.seed, step * world_size + rank, i), size=FRAME_SIZE,
+                                       frames=self.frames) for i in range(self.batch_size)]
+        with torch.no_grad():
+            return LatentBatch(source=torch.cat([CODEC.encode(e.source_frames) for e in examples]),
+                               target=torch.cat([CODEC.encode(e.target_frames) for e in examples]),
+                               context=self.models.text_encoder([e.instruction for e in examples]),
+                               empty_context=self.empty)
+
+
+def adapter_config(variant: str) -> AdapterConfig:
+    base = adapter_preset("toy")
+    gate = {"no_gate": "none", "blind_gate": "blind"}.get(variant, "text")
+    return dataclasses.replace(base, gate=gate)
+
+
+def output_path(variant: str, *, models_dir: Path = MODELS_DIR, runs_dir: Path = RUNS_DIR) -> Path:
+    return models_dir / ADAPTER_FILE if variant == "ours" else runs_dir / f"{variant}.safetensors"
+
+
+def train_variant(variant: str, *, steps: int, seed: int, models_dir: Path = MODELS_DIR,
+                  runs_dir: Path = RUNS_DIR, out: Path | None = None) -> dict:
+    models = load_models(models_dir)
+    video = variant == "oracle"
+    data = ToyEditPairs(models, frames=VIDEO_FRAMES if video else 1,
+                        batch_size=IMAGE_BATCH // VIDEO_FRAMES if video else IMAGE_BATCH, seed=seed + 1)
+    runner = TwoStreamRunner(models.backbone, build_adapter(adapter_config(variant), models.backbone.config,
+                                                             seed=seed))
+    extra = [p for b in models.backbone.blocks for p in b.self_attn.parameters()] if variant == "unfrozen" else []
+    cfg = TrainConfig(steps=steps, batch_size=data.batch_size, lr=1e-3, warmup_steps=100, ema_decay=0.995,
+                      context_dropout=0.1, seed=seed)
+    out = out or output_path(variant, models_dir=models_dir, runs_dir=runs_dir)
+    start = time.perf_counter()
+    result = train_adapter(runner, data, cfg, out_path=out, extra_parameters=extra,
+                           info={"world": "toyworld", "variant": variant, "pairs": "video" if video else "image"},
+                           callback=lambda p: p.step % 250 == 0 and print(f"{variant} {p.step}: {p.loss:.4f}",
+                                                                          flush=True))
+    if extra:
+        save_file({k: v.contiguous() for k, v in models.backbone.state_dict().items() if ".self_attn." in k},
+                  str(out.with_name(out.stem + ".self_attn.safetensors")))
+    tail = result.losses[-100:]
+    return {"variant": variant, "steps": steps, "seconds": round(time.perf_counter() - start, 1),
+            "final_loss": float(np.mean(tail)), "path": str(out)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", choices=(*VARIANTS, "all"), default="ours")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", type=Path, default=MODELS_DIR, help="folder of the pretrained backbone")
+    parser.add_argument("--runs", type=Path, default=RUNS_DIR, help="folder of the oracle and ablation adapters")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    for variant in VARIANTS if args.variant == "all" else (args.variant,):
+        print(json.dumps(train_variant(variant, steps=args.steps, seed=args.seed, models_dir=args.models,
+                                       runs_dir=args.runs)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
