@@ -148,3 +148,15 @@ def backbone_preset(name: str) -> BackboneConfig:
 
 def adapter_preset(name: str) -> AdapterConfig:
     return _preset(ADAPTER_PRESETS, name, "adapter")
+
+
+def adapter_config_for(backbone: BackboneConfig) -> AdapterConfig:
+    """The adapter preset of a known backbone size, else the same rule: a quarter of its width, 128-wide heads."""
+    for name, cfg in BACKBONE_PRESETS.items():
+        if cfg == backbone and name in ADAPTER_PRESETS:
+            return ADAPTER_PRESETS[name]
+    inner = max(16, backbone.dim // 4 // 16 * 16)
+    heads = max(1, inner // 128)
+    while inner % heads or (inner // heads) % 4:
+        heads -= 1
+    return AdapterConfig(inner_dim=inner, num_heads=heads, gate_dim=min(64, max(8, inner // 4)))

@@ -26,6 +26,7 @@ from .sampling import noised, pad_contexts, shift_sigma
 from .streams import TwoStreamRunner
 
 STATE_FORMAT = "imvideoedit-train-state"
+STATE_SUFFIX = ".train-state.safetensors"  # NAME.safetensors resumes from NAME.train-state.safetensors
 
 
 class TrainingCancelled(RuntimeError):
@@ -158,7 +159,7 @@ def distributed_info() -> tuple[int, int]:
 def state_path(adapter_path: str | Path) -> Path:
     """Where the resume state of an adapter file lives (beside it; not an adapter itself)."""
     p = Path(adapter_path)
-    return p.with_name(p.name.removesuffix(".safetensors") + ".train-state.safetensors")
+    return p.with_name(p.name.removesuffix(".safetensors") + STATE_SUFFIX)
 
 
 def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:

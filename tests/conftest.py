@@ -8,17 +8,9 @@ import torch
 from imvideoedit_core.adapter import ImVideoEditAdapter, build_adapter
 from imvideoedit_core.backbone import WanDiT, build_backbone
 from imvideoedit_core.config import adapter_preset, backbone_preset
+from tiny import randomize
 
 torch.set_num_threads(1)  # tiny tensors: threads only add contention on a 2-core machine
-
-
-def randomize(module: torch.nn.Module, seed: int, std: float = 0.05) -> torch.nn.Module:
-    """Give every parameter random values (a stand-in for trained weights, including zero-initialised ones)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * std)
-    return module
 
 
 @pytest.fixture
@@ -39,11 +31,3 @@ def untrained_adapter() -> ImVideoEditAdapter:
 def trained_adapter() -> ImVideoEditAdapter:
     """An adapter with every weight random (non-zero update projection), as after training."""
     return randomize(build_adapter(adapter_preset("tiny"), backbone_preset("tiny"), seed=0), seed=2, std=0.2)
-
-
-def latent(seed: int, frames: int = 3, size: int = 8, batch: int = 1) -> torch.Tensor:
-    return torch.randn(batch, 16, frames, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def text(seed: int, batch: int = 1, length: int = 5) -> torch.Tensor:
-    return torch.randn(batch, length, 32, generator=torch.Generator().manual_seed(seed))

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import latent, randomize, text
+from tiny import latent, randomize, text
 from imvideoedit_core.adapter import ImVideoEditAdapter, build_adapter
 from imvideoedit_core.config import AdapterConfig, adapter_preset, backbone_preset
 from imvideoedit_core.streams import TwoStreamRunner
@@ -173,3 +173,11 @@ def test_gate_ablations():
     assert torch.equal(gates["none"][0], torch.zeros(2, 16, 1))
     with pytest.raises(ValueError, match="unknown gate mode 'soft'"):
         AdapterConfig(gate="soft")
+
+
+def test_adapter_config_for_any_backbone():
+    from imvideoedit_core.config import BACKBONE_PRESETS, BackboneConfig, adapter_config_for
+    assert adapter_config_for(BACKBONE_PRESETS["wan2.1-t2v-1.3b"]) == adapter_preset("wan2.1-t2v-1.3b")
+    odd = adapter_config_for(BackboneConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=2))  # ComfyUI's tiny Wan
+    assert odd.inner_dim == 32 and odd.inner_dim % odd.num_heads == 0
+    build_adapter(odd, BackboneConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=2), seed=0)

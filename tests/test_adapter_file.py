@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import randomize
+from tiny import randomize
 from imvideoedit_core import adapter_file
 from imvideoedit_core.adapter import build_adapter
 from imvideoedit_core.adapter_file import (AdapterFileError, check_compatible, load_adapter, read_adapter_info,

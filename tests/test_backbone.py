@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import latent, text
+from tiny import latent, text
 from imvideoedit_core.attention import math_attention, sdpa_attention, use_attention
 from imvideoedit_core.backbone import WanDiT, build_backbone
 from imvideoedit_core.config import BACKBONE_PRESETS, BackboneConfig, backbone_preset

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import latent, text
+from tiny import latent, text
 from imvideoedit_core.sampling import (SamplerConfig, SamplingCancelled, StepInfo, edit_latent, flow_sigmas,
                                        guided_velocity, sample, seeded_noise, shift_sigma)
 from imvideoedit_core.streams import TwoStreamRunner

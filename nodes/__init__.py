@@ -1,0 +1,31 @@
+"""The ImVideoEdit node pack (ComfyUI V3 API): the extension and its model folder."""
+
+from __future__ import annotations
+
+import os
+
+import folder_paths
+from comfy_api.latest import ComfyExtension, io
+
+from .adapter_nodes import ApplyAdapter, LoadAdapter
+from .catalog import ADAPTER_FOLDER
+from .edit_nodes import EditConditioning, GateMask, Sampler
+from .train_nodes import TrainAdapter
+from .video_nodes import LoadVideoFrames
+
+
+def register_model_folder() -> None:
+    """models/imvideoedit/ for adapter files (kept if extra_model_paths.yaml already defines it)."""
+    if ADAPTER_FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[ADAPTER_FOLDER] = (
+            [os.path.join(folder_paths.models_dir, ADAPTER_FOLDER)], {".safetensors"})
+
+
+class ImVideoEditExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [LoadAdapter, ApplyAdapter, EditConditioning, Sampler, GateMask, LoadVideoFrames, TrainAdapter]
+
+
+async def comfy_entrypoint() -> ImVideoEditExtension:
+    register_model_folder()
+    return ImVideoEditExtension()

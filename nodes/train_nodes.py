@@ -1,0 +1,147 @@
+"""Train Adapter: train an ImVideoEdit adapter on a folder of image pairs, inside ComfyUI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+from comfy_api.latest import io
+
+from ..imvideoedit_core.adapter import build_adapter
+from ..imvideoedit_core.adapter_file import load_adapter, read_adapter_info
+from ..imvideoedit_core.backbone import WanDiT
+from ..imvideoedit_core.config import adapter_config_for
+from ..imvideoedit_core.pairs import RESIZE_POLICIES, PairDataset
+from ..imvideoedit_core.sampling import pad_contexts
+from ..imvideoedit_core.streams import TwoStreamRunner
+from ..imvideoedit_core.training import EncodedPairs, TrainConfig, TrainingCancelled, train_adapter
+from ..imvideoedit_core.wan_weights import load_wan_state_dict
+from .adapter_nodes import Adapter
+from .catalog import ADAPTER_FOLDER, CATEGORY, NODE_IDS
+from .host import AdapterHolder, wan_backbone_config
+
+
+def frozen_core_backbone(model) -> WanDiT:
+    """The core's backbone with the MODEL's current weights (LoRAs applied), frozen, on the compute device."""
+    comfy.model_management.load_models_gpu([model])  # applies weight patches (LoRAs) to the weights
+    wan = model.model.diffusion_model
+    cfg = wan_backbone_config(wan)
+    device = comfy.model_management.get_torch_device()
+    backbone = WanDiT(cfg, device=device, dtype=model.model.get_dtype())
+    load_wan_state_dict(backbone, {k: v.detach().clone() for k, v in wan.state_dict().items()},
+                        source="the connected MODEL")
+    return backbone.requires_grad_(False).eval()
+
+
+class ComfyEncoders:
+    """Images through the VAE (each image a one-frame video) and instructions through the text encoder."""
+
+    def __init__(self, model, vae, clip):
+        self.model, self.vae, self.clip = model, vae, clip
+        self._text: dict[str, torch.Tensor] = {}
+
+    def images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in 0..1 -> (B, 16, 1, H/8, W/8) in the model's latent format."""
+        latents = [self.vae.encode(img.permute(1, 2, 0)[None].cpu()) for img in images]
+        device = comfy.model_management.get_torch_device()
+        return self.model.model.process_latent_in(torch.cat(latents)).to(device)
+
+    def text(self, texts: list[str]) -> torch.Tensor:
+        for t in texts:
+            if t not in self._text:
+                cond = self.clip.encode_from_tokens_scheduled(self.clip.tokenize(t), show_pbar=False)
+                self._text[t] = cond[0][0].detach().clone()
+        device = comfy.model_management.get_torch_device()
+        return pad_contexts(*(self._text[t] for t in texts)).to(device)
+
+
+def resolve_folder(folder: str) -> Path:
+    path = Path(folder) if os.path.isabs(folder) else Path(folder_paths.get_input_directory()) / folder
+    if not path.exists():
+        raise ValueError(f"no folder of image pairs at {path}: give an absolute path, or a folder inside ComfyUI's "
+                         "input folder holding NAME_src.png, NAME_tgt.png and NAME.txt (or a manifest.jsonl)")
+    return path
+
+
+def output_path(name: str) -> Path:
+    name = name.strip().removesuffix(".safetensors")
+    if not name or any(c in name for c in '/\\:*?"<>|'):
+        raise ValueError(f"adapter name {name!r} must be a plain file name without folders or special characters")
+    folder = Path(folder_paths.get_folder_paths(ADAPTER_FOLDER)[0])
+    return folder / f"{name}.safetensors"
+
+
+class TrainAdapter(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=NODE_IDS["train_adapter"], display_name="IMVE Train Adapter", category=CATEGORY,
+            description="Trains an ImVideoEdit adapter on image pairs (the backbone stays frozen) and saves it to "
+                        "models/imvideoedit/. Cancelling keeps the last saved checkpoint; 'resume' continues it.",
+            inputs=[io.Model.Input("model", tooltip="The Wan 2.1 T2V model the adapter is for"),
+                    io.Vae.Input("vae", tooltip="The Wan 2.1 VAE"),
+                    io.Clip.Input("clip", tooltip="The umT5 text encoder (Load CLIP, type wan)"),
+                    io.String.Input("pairs_folder", default="imvideoedit_pairs",
+                                    tooltip="Folder of NAME_src.png, NAME_tgt.png, NAME.txt (or manifest.jsonl); "
+                                            "relative paths are inside ComfyUI's input folder"),
+                    io.String.Input("adapter_name", default="my_edit",
+                                    tooltip="Saved as models/imvideoedit/<name>.safetensors"),
+                    io.Int.Input("steps", default=2000, min=1, max=1_000_000, tooltip="Optimisation steps"),
+                    io.Float.Input("learning_rate", default=1e-4, min=1e-7, max=1e-1, step=1e-5,
+                                   tooltip="AdamW learning rate"),
+                    io.Int.Input("batch_size", default=4, min=1, max=256, tooltip="Pairs per step"),
+                    io.Int.Input("width", default=0, min=0, max=4096, step=16,
+                                 tooltip="Scale every pair to this width (multiple of 16); 0 keeps the files' size"),
+                    io.Int.Input("height", default=0, min=0, max=4096, step=16,
+                                 tooltip="Scale every pair to this height (multiple of 16); 0 keeps the files' size"),
+                    io.Combo.Input("resize_policy", options=list(RESIZE_POLICIES), default="error",
+                                   tooltip="When a target's size differs from its source: error, or scale the target"),
+                    io.Int.Input("save_every", default=250, min=1, max=100000,
+                                 tooltip="Write the adapter and its resume state every N steps"),
+                    io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seeds the whole run"),
+                    io.Boolean.Input("resume", default=False,
+                                     tooltip="Continue from <name>.train-state.safetensors if it exists")],
+            outputs=[Adapter.Output(display_name="adapter"), io.String.Output(display_name="summary")],
+            is_output_node=True)
+
+    @classmethod
+    def execute(cls, model, vae, clip, pairs_folder: str, adapter_name: str, steps: int, learning_rate: float,
+                batch_size: int, width: int, height: int, resize_policy: str, save_every: int, seed: int,
+                resume: bool) -> io.NodeOutput:
+        if bool(width) != bool(height):
+            raise ValueError("set both width and height (multiples of 16), or leave both at 0")
+        out = output_path(adapter_name)
+        size = (height, width) if width else None
+        dataset = PairDataset.from_path(resolve_folder(pairs_folder), resize_policy=resize_policy, size=size)
+        cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=learning_rate, seed=seed, save_every=save_every)
+        with torch.inference_mode(False):  # node execution runs under inference_mode; training needs autograd
+            summary = cls._train(model, vae, clip, dataset, cfg, out, resume)
+        info = read_adapter_info(out)
+        return io.NodeOutput(AdapterHolder.wrap(load_adapter(out), info), summary)
+
+    @classmethod
+    def _train(cls, model, vae, clip, dataset, cfg: TrainConfig, out: Path, resume: bool) -> str:
+        backbone = frozen_core_backbone(model)
+        adapter = build_adapter(adapter_config_for(backbone.config), backbone.config, seed=cfg.seed,
+                                device=backbone.patch_embedding.weight.device)
+        encoders = ComfyEncoders(model, vae, clip)
+        data = EncodedPairs(dataset, encode_images=encoders.images, encode_text=encoders.text,
+                            batch_size=cfg.batch_size, seed=cfg.seed)
+        bar = comfy.utils.ProgressBar(cfg.steps)
+        try:
+            result = train_adapter(TwoStreamRunner(backbone, adapter), data, cfg, out_path=out, resume=resume,
+                                   info={"pairs": len(dataset)},
+                                   callback=lambda p: bar.update_absolute(p.step, cfg.steps),
+                                   cancel=comfy.model_management.processing_interrupted)
+        except TrainingCancelled:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            raise
+        window = result.losses[-50:]
+        return (f"{out.name}: {result.steps_done} steps on {len(dataset)} pairs, loss {result.losses[0]:.4f} -> "
+                f"{sum(window) / max(len(window), 1):.4f} (mean of the last {len(window)})" if result.losses else
+                f"{out.name}: already trained for {result.steps_done} steps")

@@ -1,0 +1,264 @@
+"""The node pack inside a real ComfyUI (in-process, CPU, tiny models): patching, sampling, memory, windows, training."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tiny import randomize
+from imvideoedit_core.adapter import build_adapter
+from imvideoedit_core.adapter_file import save_adapter
+from imvideoedit_core.backbone import build_backbone
+from imvideoedit_core.config import adapter_preset, backbone_preset
+from imvideoedit_core.sampling import SamplerConfig, edit_latent, flow_sigmas
+from imvideoedit_core.streams import TwoStreamRunner
+
+TINY = backbone_preset("tiny")  # dim 64, 2 heads, text_dim 32, freq_dim 32: ComfyUI reads these from the metadata
+
+
+class StandInVAE:
+    """Wan-VAE-shaped stand-in: [T, H, W, 3] -> [1, 16, (T-1)//4+1, H/8, W/8] (frames 0, 4, 8, ...; 8x8 means)."""
+
+    def __init__(self):
+        self.mix = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        frames = pixels[::4, :, :, :3].movedim(-1, 1)                       # (F, 3, H, W)
+        pooled = torch.nn.functional.avg_pool2d(frames, 8)                   # (F, 3, H/8, W/8)
+        return torch.einsum("fchw,cd->dfhw", pooled, self.mix)[None]         # (1, 16, F, H/8, W/8)
+
+
+class StandInCLIP:
+    """Text -> a (1, 5, 32) context, deterministic per text (stands in for umT5)."""
+
+    def tokenize(self, text: str) -> str:
+        return text
+
+    def encode_from_tokens_scheduled(self, tokens: str, show_pbar: bool = True) -> list:
+        seed = sum(tokens.encode()) % 10_000
+        return [[torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(seed)), {}]]
+
+
+def output(node_output):
+    """The values of a V3 NodeOutput."""
+    return node_output.args if hasattr(node_output, "args") else node_output.result
+
+
+@pytest.fixture(scope="module")
+def tiny_wan(comfyui, tmp_path_factory):
+    """A tiny Wan 2.1 T2V checkpoint loaded through ComfyUI's own loader, and the same weights in the core."""
+    import comfy.sd
+    core = build_backbone(TINY, seed=0)
+    with torch.no_grad():
+        core.head.head.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
+    path = tmp_path_factory.mktemp("ckpt") / "wan_tiny.safetensors"
+    meta = {"config": json.dumps({"transformer": {"num_heads": TINY.num_heads, "freq_dim": TINY.freq_dim,
+                                                  "text_dim": TINY.text_dim}})}
+    save_file({k: v.contiguous() for k, v in core.state_dict().items()}, str(path), metadata=meta)
+    return comfy.sd.load_diffusion_model(str(path)), core.requires_grad_(False).eval()
+
+
+@pytest.fixture(scope="module")
+def adapter_file(comfyui):
+    adapter = randomize(build_adapter(adapter_preset("tiny"), TINY, seed=0), seed=2, std=0.2)
+    save_adapter(comfyui.base / "models" / "imvideoedit" / "tiny_edit.safetensors", adapter)
+    return adapter
+
+
+def patched_model(comfyui, model, *, cache="device"):
+    holder = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="tiny_edit.safetensors"))[0]
+    patched = output(comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=holder, strength=1.0,
+                                                             source_cache=cache))[0]
+    return patched, holder
+
+
+def conditioning(comfyui, latent):
+    from imvideoedit_pack.nodes.edit_nodes import with_source
+    ctx = torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(3))
+    neg = torch.zeros(1, 5, 32)
+    return with_source([[ctx, {}]], latent), with_source([[neg, {}]], latent), ctx, neg
+
+
+def test_all_nodes_registered_with_prefixed_ids(comfyui):
+    from imvideoedit_pack.nodes.catalog import NODE_IDS
+    assert set(comfyui.nodes) == set(NODE_IDS.values())
+    for node in comfyui.nodes.values():
+        schema = node.define_schema()
+        assert schema.category == "ImVideoEdit"
+        assert all(i.tooltip for i in schema.inputs), schema.node_id
+
+
+def test_ksampler_path_matches_the_core_engine(comfyui, tiny_wan, adapter_file):
+    import comfy.sample
+    import comfy.samplers
+    model, core = tiny_wan
+    patched, _ = patched_model(comfyui, model)
+    latent = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    positive, negative, ctx, neg = conditioning(comfyui, latent)
+    steps, cfg, shift, seed = 4, 2.0, 3.0, 7
+    sigmas = flow_sigmas(steps, shift=shift).float()
+    noise = comfy.sample.prepare_noise(latent, seed)
+    out = comfy.sample.sample_custom(patched, noise, cfg, comfy.samplers.sampler_object("euler"), sigmas, positive,
+                                     negative, latent, seed=seed, disable_pbar=True)
+    source = model.model.process_latent_in(latent)
+    with TwoStreamRunner(core, adapter_file) as runner, torch.no_grad():
+        ref = edit_latent(runner, source, context=ctx, negative_context=neg, noise=noise,
+                          config=SamplerConfig(steps=steps, cfg=cfg, shift=shift, seed=seed)).latent
+    got = model.model.process_latent_in(out)
+    assert torch.allclose(got, ref, atol=2e-4, rtol=1e-4), (got - ref).abs().max()
+    # and the adapter matters: the plain model gives something else
+    plain = comfy.sample.sample_custom(model, noise, cfg, comfy.samplers.sampler_object("euler"), sigmas,
+                                       positive, negative, latent, seed=seed, disable_pbar=True)
+    assert (plain - out).abs().max() > 1e-3
+
+
+def test_memory_manager_loads_the_adapter_with_the_model(comfyui, tiny_wan, adapter_file):
+    import comfy.model_management as mm
+    model, _ = tiny_wan
+    patched, holder = patched_model(comfyui, model)
+    latent = torch.randn(1, 16, 3, 8, 8)
+    positive, negative, _, _ = conditioning(comfyui, latent)
+    output(comfyui.nodes["IMVESampler"].execute(model=patched, positive=positive, negative=negative,
+                                              latent={"samples": latent}, seed=0, steps=2, cfg=2.0, shift=3.0,
+                                              strength=1.0, solver="euler", source_cache="device"))
+    assert any(loaded.model is holder.patcher for loaded in mm.current_loaded_models)
+    mask = output(comfyui.nodes["IMVEGateMask"].execute(model=patched, samples={"samples": latent}))[0]
+    assert mask.shape == (9, 64, 64) and ((mask > 0) & (mask < 1)).all()
+
+
+@pytest.mark.parametrize("cache", ["cpu", "off"])
+def test_cache_placements_give_the_same_edit(comfyui, tiny_wan, adapter_file, cache):
+    model, _ = tiny_wan
+    latent = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    results = []
+    for placement in ("device", cache):
+        patched, _ = patched_model(comfyui, model, cache=placement)
+        positive, negative, _, _ = conditioning(comfyui, latent)
+        results.append(output(comfyui.nodes["IMVESampler"].execute(
+            model=patched, positive=positive, negative=negative, latent={"samples": latent}, seed=1, steps=3,
+            cfg=2.0, shift=3.0, strength=1.0, solver="heun", source_cache=placement))[0]["samples"])
+    assert torch.equal(results[0], results[1])
+
+
+def test_context_windows_hand_each_window_its_slice_of_the_source(comfyui, tiny_wan, adapter_file, monkeypatch):
+    import comfy.context_windows
+    from comfy_extras.nodes_context_windows import WanContextWindowsManualNode
+    from imvideoedit_pack.nodes import host
+    model, _ = tiny_wan
+    patched, _ = patched_model(comfyui, model)
+    windowed = output(WanContextWindowsManualNode.execute(
+        model=patched, context_length=9, context_overlap=4, context_stride=1, closed_loop=False,
+        context_schedule=comfy.context_windows.ContextSchedules.STATIC_STANDARD, fuse_method="pyramid",
+        freenoise=False))[0]
+    latent = torch.randn(1, 16, 5, 8, 8, generator=torch.Generator().manual_seed(6))  # 17 video frames
+    seen = []
+    original = host.SourceStreamWrapper._source_features
+
+    def spy(self, executor, source, context, clip_fea, time_dim_concat, options, kwargs):
+        window = options.get("context_window")
+        seen.append((list(window.index_list) if window else None, getattr(window, "causal_anchor_index", None),
+                     source[:1].clone()))
+        return original(self, executor, source, context, clip_fea, time_dim_concat, options, kwargs)
+
+    monkeypatch.setattr(host.SourceStreamWrapper, "_source_features", spy)
+    positive, negative, _, _ = conditioning(comfyui, latent)
+    output(comfyui.nodes["IMVESampler"].execute(model=windowed, positive=positive, negative=negative,
+                                              latent={"samples": latent}, seed=0, steps=2, cfg=2.0, shift=3.0,
+                                              strength=1.0, solver="euler", source_cache="device"))
+    windows = {tuple(w) for w, _, _ in seen if w is not None}
+    assert len(windows) >= 2, seen
+    for frames, anchor, source in seen:
+        indices = ([anchor] if anchor is not None and anchor >= 0 else []) + frames
+        assert torch.equal(source, latent[:, :, indices].to(source.dtype)), (frames, anchor)
+
+
+def test_edit_conditioning_states_its_frame_and_size_policy(comfyui):
+    positive, negative, latent, frames, info = output(comfyui.nodes["IMVEEditConditioning"].execute(
+        vae=StandInVAE(), source=torch.rand(11, 40, 72, 3), positive=[[torch.zeros(1, 5, 32), {}]],
+        negative=[[torch.zeros(1, 5, 32), {}]]))
+    assert frames.shape == (9, 48, 80, 3) and latent["samples"].shape == (1, 16, 3, 6, 10)
+    assert "dropped the last 2 frame(s)" in info and "scaled from 72x40" in info
+    from imvideoedit_pack.nodes.host import SOURCE_COND
+    for cond in (positive, negative):
+        assert torch.equal(cond[0][1]["model_conds"][SOURCE_COND].cond, latent["samples"])
+
+
+def test_apply_adapter_refuses_a_model_that_is_not_wan_t2v(comfyui, tiny_wan, adapter_file):
+    model, _ = tiny_wan
+    holder = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="tiny_edit.safetensors"))[0]
+    other = model.clone()
+    other.model.diffusion_model.model_type = "i2v"
+    try:
+        with pytest.raises(ValueError, match=r"needs a Wan 2.1 text-to-video model; this MODEL is WanModel \(i2v\)"):
+            comfyui.nodes["IMVEApplyAdapter"].execute(model=other, adapter=holder, strength=1.0, source_cache="device")
+    finally:
+        other.model.diffusion_model.model_type = "t2v"
+
+
+def _write_pairs(folder, count=4):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        src = np.zeros((32, 32, 3), np.uint8)
+        src[4 + 2 * i:20 + 2 * i, 6:22] = 128
+        tgt = src.copy()
+        tgt[4 + 2 * i:20 + 2 * i, 6:22] = (0, 0, 255)
+        cv2.imwrite(str(folder / f"p{i}_src.png"), src)
+        cv2.imwrite(str(folder / f"p{i}_tgt.png"), tgt)
+        (folder / f"p{i}.txt").write_text("make the square red")
+
+
+def test_training_node_trains_saves_and_loads(comfyui, tiny_wan):
+    model, _ = tiny_wan
+    _write_pairs(comfyui.base / "input" / "pairs")
+    adapter, summary = output(comfyui.nodes["IMVETrainAdapter"].execute(
+        model=model, vae=StandInVAE(), clip=StandInCLIP(), pairs_folder="pairs", adapter_name="trained", steps=30,
+        learning_rate=1e-2, batch_size=2, width=0, height=0, resize_policy="error", save_every=10, seed=0,
+        resume=False))
+    first, last = (float(x) for x in summary.split("loss ")[1].split(" (")[0].split(" -> "))
+    assert last < first, summary
+    loaded = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="trained.safetensors"))[0]
+    assert loaded.info.training["steps"] == 30
+
+
+def test_cancelled_training_leaves_the_last_good_checkpoint(comfyui, tiny_wan, monkeypatch):
+    import comfy.model_management as mm
+    model, _ = tiny_wan
+    _write_pairs(comfyui.base / "input" / "pairs2")
+    calls = {"n": 0}
+
+    def interrupted():
+        calls["n"] += 1
+        return calls["n"] > 12
+
+    monkeypatch.setattr(mm, "processing_interrupted", interrupted)
+    monkeypatch.setattr(mm, "throw_exception_if_processing_interrupted",
+                        lambda: (_ for _ in ()).throw(mm.InterruptProcessingException()))
+    with pytest.raises(mm.InterruptProcessingException):
+        comfyui.nodes["IMVETrainAdapter"].execute(
+            model=model, vae=StandInVAE(), clip=StandInCLIP(), pairs_folder="pairs2", adapter_name="cancelled",
+            steps=50, learning_rate=1e-3, batch_size=2, width=0, height=0, resize_policy="error", save_every=5,
+            seed=0, resume=False)
+    folder = comfyui.base / "models" / "imvideoedit"
+    names = sorted(p.name for p in folder.iterdir() if p.name.startswith("cancelled") or p.name.startswith("."))
+    assert names == ["cancelled.safetensors", "cancelled.train-state.safetensors"]  # no temporary files
+    loaded = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="cancelled.safetensors"))[0]
+    assert loaded.info.training["steps"] == 10
+
+
+def test_load_video_frames_streams_and_refuses_what_does_not_fit(comfyui, monkeypatch):
+    from imvideoedit_core.video_io import write_video
+    clip = torch.rand(12, 40, 56, 3)
+    write_video(comfyui.base / "input" / "clip.mp4", clip, fps=12)
+    node = comfyui.nodes["IMVELoadVideoFrames"]
+    frames, fps, count, info = output(node.execute(video="clip.mp4", fps=0.0, max_frames=9, skip_first=1,
+                                                   every_nth=1, resize_to_multiple=16))
+    assert frames.shape == (9, 48, 64, 3) and count == 9 and fps == pytest.approx(12.0) and "clip.mp4" in info
+    from imvideoedit_pack.nodes import video_nodes
+    monkeypatch.setattr(video_nodes.psutil, "virtual_memory", lambda: type("M", (), {"available": 1000})())
+    with pytest.raises(ValueError, match="GiB of RAM is free: lower max_frames"):
+        node.execute(video="clip.mp4", fps=0.0, max_frames=0, skip_first=0, every_nth=1, resize_to_multiple=0)
