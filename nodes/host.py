@@ -53,6 +53,7 @@ class _CallState:
 
     recording: bool                                   # True while the source stream runs
     features: dict[int, SourceKV] = field(default_factory=dict)
+    to_host: bool = False                             # recording: move each block's features to the CPU at once
     timestep: torch.Tensor | None = None              # (B,) raw timesteps in [0, 1000]
     strength: float = 1.0
     gates: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -93,13 +94,14 @@ class BlockPatch:
         grid = tuple(int(g) for g in options["grid_sizes"])
         x = out["img"]                                                   # (B, F*H*W, dim)
         if state.recording:
-            state.features[self.index] = block.source_features(x, grid)
+            kv = block.source_features(x, grid)
+            state.features[self.index] = kv.to("cpu") if state.to_host else kv
             return out
         if state.text is None:
             state.text = self.holder.adapter.text_summary(args["txt"])
             state.time_feat = self.holder.adapter.time_features(state.timestep.to(x.device))
-        step = block(x, state.features[self.index], text=state.text, time_feat=state.time_feat, grid=grid,
-                     strength=state.strength)
+        features = state.features[self.index].to(x.device, non_blocking=True)  # one block at a time from the cache
+        step = block(x, features, text=state.text, time_feat=state.time_feat, grid=grid, strength=state.strength)
         state.gates[self.index] = step.gate
         return {**out, "img": step.tokens}
 
@@ -161,14 +163,12 @@ class SourceStreamWrapper:
         key = self._key(options, source)
         if placement != "off" and key in self._cache:
             return self._cache[key]
-        state = _CallState(recording=True)
+        state = _CallState(recording=True, to_host=placement == "cpu")
         zeros = torch.zeros(source.shape[0], device=source.device)
         with torch.no_grad():
             executor.original(self.process_latent_in(source), zeros, context, clip_fea, time_dim_concat,
                               {**options, STATE_KEY: state}, **kwargs)  # the unwrapped forward: no other wrapper
         features = state.features
-        if placement == "cpu":
-            features = {i: kv.to("cpu") for i, kv in features.items()}
         if placement != "off":
             self._cache[key] = features
         return features
@@ -182,9 +182,8 @@ class SourceStreamWrapper:
                              f"{tuple(x.shape)}: feed the LATENT from IMVE Edit Conditioning to the sampler")
         features = self._source_features(executor, source, context, clip_fea, time_dim_concat,
                                          transformer_options, kwargs)
-        device = x.device
-        state = _CallState(recording=False, features={i: kv.to(device) for i, kv in features.items()},
-                           timestep=timestep.flatten()[: x.shape[0]], strength=self.strength)
+        state = _CallState(recording=False, features=features, timestep=timestep.flatten()[: x.shape[0]],
+                           strength=self.strength)
         out = executor(x, timestep, context, clip_fea, time_dim_concat, {**transformer_options, STATE_KEY: state},
                        **kwargs)
         self._log_gates(state, transformer_options, x)
