@@ -1,0 +1,53 @@
+"""Example workflows and node ids, checked without ComfyUI: structure, links, node types, notes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+# ComfyUI core nodes the workflows may use (MarkdownNote is a frontend node: it never reaches the server)
+CORE_NODES = {"UNETLoader", "CLIPLoader", "VAELoader", "CLIPTextEncode", "VAEDecode", "CreateVideo", "SaveVideo",
+              "MaskPreview", "PreviewImage", "PreviewAny", "WanContextWindowsManual", "MarkdownNote"}
+
+
+def catalog():
+    """nodes/catalog.py on its own (the nodes package itself needs ComfyUI)."""
+    spec = importlib.util.spec_from_file_location("imve_catalog", ROOT / "nodes" / "catalog.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_node_ids_are_unique_and_prefixed():
+    ids = list(catalog().NODE_IDS.values())
+    assert len(ids) == len(set(ids)) == 7
+    assert all(i.startswith("IMVE") for i in ids)
+
+
+def test_the_four_example_workflows_exist():
+    assert {p.stem for p in WORKFLOWS} == {"imvideoedit_basic_edit", "imvideoedit_gate_mask_preview",
+                                          "imvideoedit_long_video_context_windows", "imvideoedit_train_adapter"}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_uses_known_nodes_and_consistent_links(path):
+    data = json.loads(path.read_text())
+    nodes = {n["id"]: n for n in data["nodes"]}
+    known = set(catalog().NODE_IDS.values()) | CORE_NODES
+    assert {n["type"] for n in nodes.values()} <= known
+    assert any(n["type"] == "MarkdownNote" and len(n["widgets_values"][0]) > 200 for n in nodes.values())
+    for link_id, src, src_slot, dst, dst_slot, kind in data["links"]:
+        out, inp = nodes[src]["outputs"][src_slot], nodes[dst]["inputs"][dst_slot]
+        assert link_id in out["links"] and inp["link"] == link_id
+        assert out["type"] == kind and inp["type"] in (kind, "*"), (path.name, link_id)
+    for node in nodes.values():  # every required socket is connected
+        for inp in node.get("inputs", []):
+            optional = (node["type"], inp["name"]) in {("IMVELoadVideoFrames", "video_input"),
+                                                      ("CreateVideo", "audio")}
+            assert inp["link"] is not None or optional, (path.name, node["type"], inp["name"])
+    assert data["last_link_id"] == max(l[0] for l in data["links"])
