@@ -1,0 +1,43 @@
+"""The committed ToyWorld models: they load, know every word of the world, and reproduce the demo exactly."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import torch
+
+from bench.toyworld import world
+from bench.toyworld.demo import REFERENCE, run
+from bench.toyworld.models import ADAPTER_FILE, MODELS_DIR, load_models
+from imvideoedit_core.adapter_file import read_adapter_info
+
+
+def test_committed_models_load_and_fit_together():
+    models = load_models()
+    info = read_adapter_info(MODELS_DIR / ADAPTER_FILE)
+    assert info.backbone_config == models.backbone.config
+    assert info.training["pairs"] == "image"  # ours is trained on image pairs only
+    assert not any(p.requires_grad for p in models.backbone.parameters())
+    size = sum(p.stat().st_size for p in MODELS_DIR.glob("*.safetensors") if ".train-state." not in p.name)
+    assert size < 20 * 2**20
+
+
+def test_text_encoder_knows_every_word_of_held_out_examples():
+    vocab = set(load_models().text_encoder.vocab)
+    for seed in world.split_seeds("eval", count=200):
+        example = world.make_example(seed, size=32, frames=1)
+        for text in (example.instruction, example.source_caption, example.target_caption):
+            assert set(re.findall(r"[a-z]+", text.lower())) <= vocab, text
+
+
+def test_demo_reproduces_the_committed_output_exactly(tmp_path):
+    reference = json.loads(REFERENCE.read_text())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = run(tmp_path, kind=reference["kind"], index=reference["index"])
+    finally:
+        torch.set_num_threads(threads)
+    assert summary["digest"] == reference["digest"]
+    assert (tmp_path / "edited.mp4").stat().st_size > 0 and (tmp_path / "side_by_side.png").is_file()
