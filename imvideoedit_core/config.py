@@ -160,3 +160,21 @@ def adapter_config_for(backbone: BackboneConfig) -> AdapterConfig:
     while inner % heads or (inner // heads) % 4:
         heads -= 1
     return AdapterConfig(inner_dim=inner, num_heads=heads, gate_dim=min(64, max(8, inner // 4)))
+
+
+def parse_blocks(text: str, *, available: tuple[int, ...]) -> tuple[int, ...]:
+    """'all' or a list such as '0-9, 20' -> the chosen block indices, each one an adapted block."""
+    text = text.strip().lower()
+    if text in ("", "all"):
+        return tuple(available)
+    chosen: set[int] = set()
+    try:
+        for part in text.replace(" ", "").split(","):
+            low, _, high = part.partition("-")
+            chosen.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise ValueError(f"blocks {text!r}: write 'all' or indices and ranges such as '0-9, 20'") from None
+    missing = sorted(chosen - set(available))
+    if missing:
+        raise ValueError(f"blocks {missing} carry no adapter; this adapter has blocks {list(available)}")
+    return tuple(sorted(chosen))

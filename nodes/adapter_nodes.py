@@ -6,6 +6,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..imvideoedit_core.adapter_file import load_adapter, read_adapter_info
+from ..imvideoedit_core.config import parse_blocks
 from ..imvideoedit_core.streams import CACHE_PLACEMENTS
 from ..imvideoedit_core.training import STATE_SUFFIX
 from .catalog import ADAPTER_FOLDER, CATEGORY, NODE_IDS
@@ -54,9 +55,14 @@ class ApplyAdapter(io.ComfyNode):
                                            "edit: 0 turns it off, 1 as trained"),
                     io.Combo.Input("source_cache", options=list(CACHE_PLACEMENTS), default="device",
                                    tooltip="Where the source stream's per-block features live: device (fastest), "
-                                           "cpu (saves GPU memory), off (recompute every step: no memory, ~2x time)")],
+                                           "cpu (saves GPU memory), off (recompute every step: no memory, ~2x time)"),
+                    io.String.Input("blocks", default="all",
+                                    tooltip="Which of the adapter's blocks to use: 'all', or indices and ranges such "
+                                            "as '0-9, 20' (fewer blocks: a weaker, cheaper edit)")],
             outputs=[io.Model.Output(display_name="model")])
 
     @classmethod
-    def execute(cls, model, adapter: AdapterHolder, strength: float, source_cache: str) -> io.NodeOutput:
-        return io.NodeOutput(apply_adapter(model, adapter, strength=strength, cache=source_cache))
+    def execute(cls, model, adapter: AdapterHolder, strength: float, source_cache: str,
+                blocks: str = "all") -> io.NodeOutput:
+        chosen = parse_blocks(blocks, available=adapter.adapter.block_ids)
+        return io.NodeOutput(apply_adapter(model, adapter, strength=strength, cache=source_cache, blocks=chosen))

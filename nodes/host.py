@@ -208,11 +208,15 @@ class SourceStreamWrapper:
         self.gate_log.add(options.get("sample_sigmas"), torch.cat(conditional).mean(0), frames, length)
 
 
-def apply_adapter(model, holder: AdapterHolder, *, strength: float, cache: str):
-    """A patched clone of a ComfyUI MODEL (ModelPatcher holding Wan 2.1 T2V); the input MODEL is untouched."""
+def apply_adapter(model, holder: AdapterHolder, *, strength: float, cache: str,
+                  blocks: tuple[int, ...] | None = None):
+    """A patched clone of a ComfyUI MODEL (ModelPatcher holding Wan 2.1 T2V); the input MODEL is untouched.
+
+    ``blocks``: the adapter blocks to use (default: all of them).
+    """
     check_compatible(holder.info, wan_backbone_config(model.model.diffusion_model))
     patched = model.clone()
-    for index in holder.adapter.block_ids:
+    for index in blocks if blocks is not None else holder.adapter.block_ids:
         patched.set_model_patch_replace(BlockPatch(index, holder), "dit", "double_block", index)
     wrapper = SourceStreamWrapper(holder, strength=strength, cache=cache,
                                   process_latent_in=model.model.process_latent_in)

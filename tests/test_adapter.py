@@ -181,3 +181,13 @@ def test_adapter_config_for_any_backbone():
     odd = adapter_config_for(BackboneConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=2))  # ComfyUI's tiny Wan
     assert odd.inner_dim == 32 and odd.inner_dim % odd.num_heads == 0
     build_adapter(odd, BackboneConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=2), seed=0)
+
+
+def test_parse_blocks():
+    from imvideoedit_core.config import parse_blocks
+    assert parse_blocks("all", available=(0, 1, 2)) == (0, 1, 2)
+    assert parse_blocks(" 0-1, 2 ", available=(0, 1, 2, 3)) == (0, 1, 2)
+    with pytest.raises(ValueError, match=r"blocks \[5\] carry no adapter"):
+        parse_blocks("5", available=(0, 1))
+    with pytest.raises(ValueError, match="write 'all' or indices"):
+        parse_blocks("first", available=(0, 1))

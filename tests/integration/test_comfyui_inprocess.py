@@ -262,3 +262,16 @@ def test_load_video_frames_streams_and_refuses_what_does_not_fit(comfyui, monkey
     monkeypatch.setattr(video_nodes.psutil, "virtual_memory", lambda: type("M", (), {"available": 1000})())
     with pytest.raises(ValueError, match="GiB of RAM is free: lower max_frames"):
         node.execute(video="clip.mp4", fps=0.0, max_frames=0, skip_first=0, every_nth=1, resize_to_multiple=0)
+
+
+def test_apply_adapter_patches_only_the_chosen_blocks(comfyui, tiny_wan, adapter_file):
+    model, _ = tiny_wan
+    holder = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="tiny_edit.safetensors"))[0]
+    patched = output(comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=holder, strength=1.0,
+                                                               source_cache="device", blocks="1"))[0]
+    replaced = patched.model_options["transformer_options"]["patches_replace"]["dit"]
+    assert set(replaced) == {("double_block", 1)}
+    assert "patches_replace" not in model.model_options.get("transformer_options", {})  # the input MODEL untouched
+    with pytest.raises(ValueError, match=r"blocks \[7\] carry no adapter"):
+        comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=holder, strength=1.0, source_cache="device",
+                                                  blocks="7")
