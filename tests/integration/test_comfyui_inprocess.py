@@ -275,3 +275,75 @@ def test_apply_adapter_patches_only_the_chosen_blocks(comfyui, tiny_wan, adapter
     with pytest.raises(ValueError, match=r"blocks \[7\] carry no adapter"):
         comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=holder, strength=1.0, source_cache="device",
                                                   blocks="7")
+
+
+def _sample(model, latent, positive, negative, seed=3):
+    import comfy.sample
+    import comfy.samplers
+    noise = comfy.sample.prepare_noise(latent, seed)
+    return comfy.sample.sample_custom(model, noise, 2.0, comfy.samplers.sampler_object("euler"),
+                                      flow_sigmas(3, shift=3.0).float(), positive, negative, latent, seed=seed,
+                                      disable_pbar=True)
+
+
+def test_loras_apply_before_or_after_the_adapter(comfyui, tiny_wan, adapter_file):
+    import comfy.sd
+    model, _ = tiny_wan
+    gen = torch.Generator().manual_seed(9)
+    lora = {}
+    for i in range(TINY.num_layers):  # a LoRA on the FFN input projections, in ComfyUI's generic key format
+        key = f"diffusion_model.blocks.{i}.ffn.0"
+        lora[f"{key}.lora_up.weight"] = torch.randn(TINY.ffn_dim, 4, generator=gen) * 0.2
+        lora[f"{key}.lora_down.weight"] = torch.randn(4, TINY.dim, generator=gen) * 0.2
+    latent = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(8))
+    positive, negative, _, _ = conditioning(comfyui, latent)
+    with_lora, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)
+    before, _ = patched_model(comfyui, with_lora)                                   # LoRA, then adapter
+    after, _ = comfy.sd.load_lora_for_models(patched_model(comfyui, model)[0], None, lora, 1.0, 0)  # and reversed
+    a, b = _sample(before, latent, positive, negative), _sample(after, latent, positive, negative)
+    assert torch.allclose(a, b, atol=1e-6)
+    assert (a - _sample(patched_model(comfyui, model)[0], latent, positive, negative)).abs().max() > 1e-4
+
+
+def test_ksampler_advanced_and_offloading(comfyui, tiny_wan, adapter_file):
+    import comfy.model_management as mm
+    import nodes as comfy_nodes
+    model, _ = tiny_wan
+    patched, holder = patched_model(comfyui, model)
+    latent = torch.randn(1, 16, 3, 8, 8)
+    positive, negative, _, _ = conditioning(comfyui, latent)
+    out = comfy_nodes.KSamplerAdvanced().sample(patched, "enable", 1, 3, 2.0, "euler", "simple", positive, negative,
+                                                {"samples": latent}, 0, 10000, "disable")[0]["samples"]
+    assert out.shape == latent.shape and torch.isfinite(out).all()
+    assert any(loaded.model is holder.patcher for loaded in mm.current_loaded_models)
+    mm.unload_all_models()
+    assert not any(loaded.model is holder.patcher for loaded in mm.current_loaded_models)
+    again = comfy_nodes.KSamplerAdvanced().sample(patched, "enable", 1, 3, 2.0, "euler", "simple", positive,
+                                                  negative, {"samples": latent}, 0, 10000, "disable")[0]["samples"]
+    assert torch.equal(out, again)  # reloaded, same result
+
+
+def test_cancelled_sampling_leaves_nothing_stale(comfyui, tiny_wan, adapter_file, monkeypatch):
+    import comfy.model_management as mm
+    import latent_preview
+    model, _ = tiny_wan
+    patched, _ = patched_model(comfyui, model)
+    latent = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(10))
+    positive, negative, _, _ = conditioning(comfyui, latent)
+    kwargs = dict(model=patched, positive=positive, negative=negative, latent={"samples": latent}, seed=2, steps=4,
+                  cfg=2.0, shift=3.0, strength=1.0, solver="euler", source_cache="device")
+    reference = output(comfyui.nodes["IMVESampler"].execute(**kwargs))[0]["samples"]
+
+    def cancelling(model, steps, x0_output_dict=None):
+        def callback(step, x0, x, total):
+            if step == 1:
+                mm.interrupt_current_processing(True)
+                mm.throw_exception_if_processing_interrupted()
+        return callback
+
+    monkeypatch.setattr(latent_preview, "prepare_callback", cancelling)
+    with pytest.raises(mm.InterruptProcessingException):
+        comfyui.nodes["IMVESampler"].execute(**kwargs)
+    monkeypatch.undo()
+    assert torch.equal(output(comfyui.nodes["IMVESampler"].execute(**kwargs))[0]["samples"], reference)
+    assert not list((comfyui.base / "output").iterdir())  # sampling writes no files, finished or not
