@@ -1,13 +1,9 @@
-"""The pack in a real ComfyUI server on 127.0.0.1: node listing, workflow validation, workflow templates."""
+"""The pack in a real ComfyUI server on 127.0.0.1 (the `server` fixture, conftest.py): node listing, workflow
+validation, workflow templates."""
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,44 +15,9 @@ FRONTEND_ONLY = {"MarkdownNote", "Note"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str):
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """ComfyUI with this pack as its only custom node pack, on loopback, stopped after the module."""
-    base = tmp_path_factory.mktemp("server_base")
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / "comfyui-imvideoedit").symlink_to(ROOT, target_is_directory=True)
-    port = _free_port()
-    log = open(base / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-                             "--disable-auto-launch", "--base-directory", str(base)],
-                            cwd=os.environ["COMFYUI_DIR"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                info = _get(f"{url}/object_info")
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("ComfyUI did not start:\n" + (base / "server.log").read_text()[-3000:])
-                time.sleep(1)
-        yield {"url": url, "object_info": info, "log": base / "server.log"}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 def widget_count(spec: dict) -> int:
