@@ -685,3 +685,21 @@ def collate(pairs: Sequence[ImagePair]) -> PairBatch:
         instructions=[pair.instruction for pair in pairs],
         names=[pair.name for pair in pairs],
     )
+
+
+def pairs_from_tensors(sources: torch.Tensor, targets: torch.Tensor, instructions: Sequence[str]) -> list[ImagePair]:
+    """Pairs from image batches [N, H, W, 3] (ComfyUI IMAGE) and one instruction per pair (or one for all)."""
+    if sources.ndim != 4 or sources.shape[-1] < 3 or sources.shape[:3] != targets.shape[:3]:
+        raise ValueError(f"source images {tuple(sources.shape)} and target images {tuple(targets.shape)} must be "
+                         "batches [N, H, W, 3] of the same count and size: one target per source")
+    texts = [t.strip() for t in instructions]
+    if len(texts) == 1:
+        texts = texts * sources.shape[0]
+    if len(texts) != sources.shape[0]:
+        raise ValueError(f"{sources.shape[0]} pairs but {len(texts)} instructions: give one instruction per line "
+                         "for each pair, or a single line for all of them")
+    empty = [i for i, t in enumerate(texts) if not t]
+    if empty:
+        raise ValueError(f"pairs {empty} have an empty instruction: every pair needs one")
+    return [ImagePair(name=f"pair{i:04d}", source=sources[i, :, :, :3].float(), target=targets[i, :, :, :3].float(),
+                      instruction=texts[i]) for i in range(sources.shape[0])]

@@ -21,7 +21,7 @@ import torch.nn as nn
 from safetensors import safe_open
 
 from .adapter_file import atomic_save_safetensors, save_adapter
-from .pairs import PairDataset, batch_indices, collate
+from .pairs import ImagePair, PairDataset, batch_indices, collate
 from .sampling import noised, pad_contexts, shift_sigma
 from .streams import TwoStreamRunner
 
@@ -78,9 +78,10 @@ class BatchSource(Protocol):
 
 
 class EncodedPairs:
-    """Image pairs from a :class:`PairDataset`, encoded by the host's VAE and text encoder on the fly."""
+    """Image pairs (a :class:`PairDataset`, or any sequence of ``ImagePair``), encoded on the fly by the host's VAE
+    and text encoder."""
 
-    def __init__(self, dataset: PairDataset, *, encode_images: Callable[[torch.Tensor], torch.Tensor],
+    def __init__(self, dataset: PairDataset | Sequence[ImagePair], *, encode_images: Callable[[torch.Tensor], torch.Tensor],
                  encode_text: Callable[[list[str]], torch.Tensor], batch_size: int, seed: int, device="cpu"):
         self.dataset = dataset
         self.encode_images = encode_images  # (B, 3, H, W) in 0..1 -> (B, C, 1, h, w)

@@ -16,7 +16,7 @@ from ..imvideoedit_core.adapter import build_adapter
 from ..imvideoedit_core.adapter_file import load_adapter, read_adapter_info
 from ..imvideoedit_core.backbone import WanDiT
 from ..imvideoedit_core.config import adapter_config_for
-from ..imvideoedit_core.pairs import RESIZE_POLICIES, PairDataset
+from ..imvideoedit_core.pairs import RESIZE_POLICIES, ImagePair, PairDataset, pairs_from_tensors, validate_size
 from ..imvideoedit_core.sampling import pad_contexts
 from ..imvideoedit_core.streams import TwoStreamRunner
 from ..imvideoedit_core.training import EncodedPairs, TrainConfig, TrainingCancelled, train_adapter
@@ -76,6 +76,19 @@ def output_path(name: str) -> Path:
     return folder / f"{name}.safetensors"
 
 
+def image_batch_pairs(sources, targets, instructions: str, *, size) -> list[ImagePair]:
+    """Pairs from IMAGE batches; scaled to ``size`` (height, width) when given."""
+    if sources is None or targets is None:
+        raise ValueError("connect both source_images and target_images (or neither, to train from pairs_folder)")
+    if size is not None:
+        def scale(images):
+            return torch.nn.functional.interpolate(images[..., :3].movedim(-1, 1), size=size, mode="bilinear",
+                                                   antialias=True).movedim(1, -1).clamp(0, 1)
+        sources, targets = scale(sources), scale(targets)
+    return pairs_from_tensors(sources, targets, [line for line in instructions.splitlines() if line.strip()]
+                              or [""])
+
+
 class TrainAdapter(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -106,19 +119,29 @@ class TrainAdapter(io.ComfyNode):
                     io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=True,
                                  tooltip="Seeds the whole run"),
                     io.Boolean.Input("resume", default=False,
-                                     tooltip="Continue from <name>.train-state.safetensors if it exists")],
+                                     tooltip="Continue from <name>.train-state.safetensors if it exists"),
+                    io.Image.Input("source_images", optional=True,
+                                   tooltip="Instead of a folder: before images, one per pair (a batch)"),
+                    io.Image.Input("target_images", optional=True,
+                                   tooltip="With source_images: the after images, same count and size"),
+                    io.String.Input("instructions", optional=True, default="", multiline=True,
+                                    tooltip="With source_images: one instruction per line for each pair, or one "
+                                            "line for all of them")],
             outputs=[Adapter.Output(display_name="adapter"), io.String.Output(display_name="summary")],
             is_output_node=True)
 
     @classmethod
     def execute(cls, model, vae, clip, pairs_folder: str, adapter_name: str, steps: int, learning_rate: float,
                 batch_size: int, width: int, height: int, resize_policy: str, save_every: int, seed: int,
-                resume: bool) -> io.NodeOutput:
+                resume: bool, source_images=None, target_images=None, instructions: str = "") -> io.NodeOutput:
         if bool(width) != bool(height):
             raise ValueError("set both width and height (multiples of 16), or leave both at 0")
         out = output_path(adapter_name)
-        size = (height, width) if width else None
-        dataset = PairDataset.from_path(resolve_folder(pairs_folder), resize_policy=resize_policy, size=size)
+        size = validate_size((height, width)) if width else None
+        if source_images is not None or target_images is not None:
+            dataset = image_batch_pairs(source_images, target_images, instructions, size=size)
+        else:
+            dataset = PairDataset.from_path(resolve_folder(pairs_folder), resize_policy=resize_policy, size=size)
         cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=learning_rate, seed=seed, save_every=save_every)
         with torch.inference_mode(False):  # node execution runs under inference_mode; training needs autograd
             summary = cls._train(model, vae, clip, dataset, cfg, out, resume)

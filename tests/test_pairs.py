@@ -441,3 +441,17 @@ def test_collate_rejects_mixed_sizes(tmp_path):
     dataset = PairDataset(scan_pairs(tmp_path))
     with pytest.raises(ValueError, match=r"share a size.*32x48: large; 16x16: small.*size=\(height, width\)"):
         collate([dataset[0], dataset[1]])
+
+
+def test_pairs_from_image_batches():
+    from imvideoedit_core.pairs import pairs_from_tensors
+    sources, targets = torch.rand(3, 16, 16, 3), torch.rand(3, 16, 16, 3)
+    pairs = pairs_from_tensors(sources, targets, ["make it red"])
+    assert [p.instruction for p in pairs] == ["make it red"] * 3 and torch.equal(pairs[2].target, targets[2])
+    assert collate(pairs).source.shape == (3, 3, 16, 16)
+    with pytest.raises(ValueError, match="3 pairs but 2 instructions"):
+        pairs_from_tensors(sources, targets, ["a", "b"])
+    with pytest.raises(ValueError, match=r"pairs \[1\] have an empty instruction"):
+        pairs_from_tensors(sources, targets, ["a", " ", "c"])
+    with pytest.raises(ValueError, match="one target per source"):
+        pairs_from_tensors(sources, targets[:2], ["a"])

@@ -48,6 +48,8 @@ def test_workflow_uses_known_nodes_and_consistent_links(path):
     for node in nodes.values():  # every required socket is connected
         for inp in node.get("inputs", []):
             optional = (node["type"], inp["name"]) in {("IMVELoadVideoFrames", "video_input"),
-                                                      ("CreateVideo", "audio")}
+                                                      ("CreateVideo", "audio"),
+                                                      ("IMVETrainAdapter", "source_images"),
+                                                      ("IMVETrainAdapter", "target_images")}
             assert inp["link"] is not None or optional, (path.name, node["type"], inp["name"])
     assert data["last_link_id"] == max(l[0] for l in data["links"])

@@ -347,3 +347,33 @@ def test_cancelled_sampling_leaves_nothing_stale(comfyui, tiny_wan, adapter_file
     monkeypatch.undo()
     assert torch.equal(output(comfyui.nodes["IMVESampler"].execute(**kwargs))[0]["samples"], reference)
     assert not list((comfyui.base / "output").iterdir())  # sampling writes no files, finished or not
+
+
+def test_training_node_takes_image_batches(comfyui, tiny_wan):
+    model, _ = tiny_wan
+    sources = torch.zeros(4, 32, 32, 3)
+    sources[:, 8:24, 8:24] = 0.5
+    targets = sources.clone()
+    targets[:, 8:24, 8:24] = torch.tensor([1.0, 0.0, 0.0])
+    node = comfyui.nodes["IMVETrainAdapter"]
+    kwargs = dict(model=model, vae=StandInVAE(), clip=StandInCLIP(), pairs_folder="unused", adapter_name="batches",
+                  steps=3, learning_rate=1e-3, batch_size=2, width=0, height=0, resize_policy="error", save_every=3,
+                  seed=0, resume=False)
+    _, summary = output(node.execute(**kwargs, source_images=sources, target_images=targets,
+                                     instructions="make the square red"))
+    assert "3 steps on 4 pairs" in summary
+    with pytest.raises(ValueError, match="4 pairs but 2 instructions"):
+        node.execute(**kwargs, source_images=sources, target_images=targets, instructions="a\nb")
+    with pytest.raises(ValueError, match="connect both source_images and target_images"):
+        node.execute(**kwargs, source_images=sources)
+
+
+def test_load_video_frames_from_a_video_socket(comfyui):
+    from comfy_api.latest import InputImpl
+    from imvideoedit_core.video_io import write_video
+    path = comfyui.base / "clip_socket.mp4"
+    write_video(path, torch.rand(6, 32, 48, 3), fps=6)
+    frames, fps, count, info = output(comfyui.nodes["IMVELoadVideoFrames"].execute(
+        video="unused.mp4", fps=0.0, max_frames=0, skip_first=0, every_nth=2, resize_to_multiple=16,
+        video_input=InputImpl.VideoFromFile(str(path))))
+    assert frames.shape == (3, 32, 48, 3) and count == 3 and fps == pytest.approx(3.0)
