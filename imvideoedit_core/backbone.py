@@ -170,8 +170,9 @@ class WanDiT(nn.Module):
     # -- the three stages of a forward pass; the two-stream runner calls them separately --
 
     def embed(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-              extras: dict[str, object] | None = None) -> TokenState:
-        """x: (B, C, F, H, W) latent, t: (B,) timesteps in [0, 1000], context: (B, L_text, text_dim)."""
+              extras: dict[str, object] | None = None, frame_offset: int = 0) -> TokenState:
+        """x: (B, C, F, H, W) latent, t: (B,) timesteps in [0, 1000], context: (B, L_text, text_dim);
+        ``frame_offset``: the temporal RoPE position of the first latent frame."""
         cfg = self.config
         tokens = self.patch_embedding(x.to(self.patch_embedding.weight.dtype))  # (B, dim, F', H', W')
         grid = tuple(tokens.shape[2:])
@@ -179,7 +180,8 @@ class WanDiT(nn.Module):
         e = self.time_embedding(timestep_features(t, cfg.freq_dim).to(tokens.dtype))  # (B, dim)
         e0 = self.time_projection(e).unflatten(1, (6, cfg.dim))                 # (B, 6, dim)
         ctx = BlockContext(modulation=e0, context=self.text_embedding(context.to(tokens.dtype)),
-                           freqs=rope_3d(cfg.head_dim, grid, tokens.device), grid=grid, timestep=t,
+                           freqs=rope_3d(cfg.head_dim, grid, tokens.device, frame_offset=frame_offset),
+                           grid=grid, timestep=t,
                            extras=dict(extras or {}))
         return TokenState(tokens=tokens, block_context=ctx, time_embedding=e)
 
@@ -199,12 +201,12 @@ class WanDiT(nn.Module):
         return out.reshape(out.shape[0], self.config.out_dim, f * pt, h * ph, w * pw)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-                extras: dict[str, object] | None = None) -> torch.Tensor:
+                extras: dict[str, object] | None = None, frame_offset: int = 0) -> torch.Tensor:
         """Velocity prediction (B, out_dim, F, H, W) for latent x at timesteps t under text context.
 
         ``extras`` reaches every block in ``BlockContext.extras`` (for block wrappers; the model ignores it).
         """
-        state = self.embed(x, t, context, extras)
+        state = self.embed(x, t, context, extras, frame_offset)
         tokens = state.tokens
         for i in range(len(self.blocks)):
             tokens = self.run_block(i, tokens, state.block_context)

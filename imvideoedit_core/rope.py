@@ -35,11 +35,16 @@ def _cached(grid: tuple[int, ...], split: tuple[int, ...], device: str) -> torch
     return _grid_frequencies(grid, split).to(device)
 
 
-def rope_3d(head_dim: int, grid: tuple[int, int, int], device: torch.device | str = "cpu") -> torch.Tensor:
-    """Wan 2.1 rotations for a (frames, height, width) token grid: (F*H*W, head_dim/2)."""
+def rope_3d(head_dim: int, grid: tuple[int, int, int], device: torch.device | str = "cpu", *,
+            frame_offset: int = 0) -> torch.Tensor:
+    """Wan 2.1 rotations for a (frames, height, width) token grid: (F*H*W, head_dim/2).
+
+    ``frame_offset`` places the clip's first frame at that temporal position (a RoPE shift along time).
+    """
     c = head_dim // 2
     split = (c - 2 * (c // 3), c // 3, c // 3)
-    return _cached(tuple(grid), split, str(device))
+    f, h, w = grid
+    return _cached((f + frame_offset, h, w), split, str(device))[frame_offset * h * w:]
 
 
 def rope_2d(head_dim: int, grid: tuple[int, int], device: torch.device | str = "cpu") -> torch.Tensor:

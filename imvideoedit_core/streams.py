@@ -36,13 +36,14 @@ class SourceStream:
     """
 
     def __init__(self, runner: "TwoStreamRunner", latent: torch.Tensor, context: torch.Tensor,
-                 placement: CachePlacement = "device"):
+                 placement: CachePlacement = "device", frame_offset: int = 0):
         if placement not in CACHE_PLACEMENTS:
             raise ValueError(f"unknown source cache placement {placement!r}; choose one of {CACHE_PLACEMENTS}")
         self.runner = runner
         self.latent = latent        # (B, C, F, H, W)
         self.context = context      # (B, L_text, text_dim)
         self.placement = placement
+        self.frame_offset = frame_offset  # temporal RoPE position of the first frame (the target uses the same)
         self.grid: tuple[int, int, int] | None = None
         self._cache: dict[int, SourceKV] | None = None
         self._prefetched: dict[int, SourceKV] = {}
@@ -55,7 +56,8 @@ class SourceStream:
         """Called once per target forward: fills the cache on first use, or recomputes when it is off."""
         if self.placement == "off" or self._cache is None:
             store = self._to_host if self.placement == "cpu" else None  # block by block: no device-side peak
-            self._cache, self.grid = self.runner.encode_source(self.latent, self.context, store=store)
+            self._cache, self.grid = self.runner.encode_source(self.latent, self.context, store=store,
+                                                               frame_offset=self.frame_offset)
 
     def end_step(self) -> None:
         """Called after each target forward: with the cache off, nothing is kept between steps."""
@@ -154,12 +156,12 @@ class TwoStreamRunner:
 
     # -- the two streams --
 
-    def source(self, latent: torch.Tensor, context: torch.Tensor, *,
-               placement: CachePlacement = "device") -> SourceStream:
-        return SourceStream(self, latent, context, placement)
+    def source(self, latent: torch.Tensor, context: torch.Tensor, *, placement: CachePlacement = "device",
+               frame_offset: int = 0) -> SourceStream:
+        return SourceStream(self, latent, context, placement, frame_offset)
 
     def encode_source(self, latent: torch.Tensor, context: torch.Tensor, *,
-                      store: Callable[[SourceKV], SourceKV] | None = None
+                      store: Callable[[SourceKV], SourceKV] | None = None, frame_offset: int = 0
                       ) -> tuple[dict[int, SourceKV], tuple[int, int, int]]:
         """Run the clean source through the frozen blocks at t=0 and project it for every adapted block.
 
@@ -169,7 +171,8 @@ class TwoStreamRunner:
         """
         features: dict[int, SourceKV] = {}
         with torch.no_grad():
-            state = self.backbone.embed(latent, torch.zeros(latent.shape[0], device=latent.device), context)
+            state = self.backbone.embed(latent, torch.zeros(latent.shape[0], device=latent.device), context,
+                                        frame_offset=frame_offset)
         tokens, ctx = state.tokens, state.block_context
         for i in range(max(self.adapter.block_ids) + 1):
             with torch.no_grad():
@@ -190,7 +193,7 @@ class TwoStreamRunner:
         source.begin_step()
         active = _Active(source=source, strength=self.strength, record_gates=return_gates)
         try:
-            velocity = self.backbone(x, t, context, extras={EXTRAS_KEY: active})
+            velocity = self.backbone(x, t, context, extras={EXTRAS_KEY: active}, frame_offset=source.frame_offset)
         finally:
             source.end_step()
         return StreamOutput(velocity=velocity, gates=active.gates if return_gates else None)

@@ -46,6 +46,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     context_dropout: float = 0.1  # share of samples trained with the empty instruction (for guidance)
     sigma_shift: float = 1.0     # training noise levels: shift(uniform(0, 1))
+    max_frame_offset: int = 0    # place each step's clips at a random temporal RoPE position in [0, this]
     seed: int = 0
     save_every: int = 0          # write the adapter and resume state every N steps; 0 = at the end only
 
@@ -57,6 +58,7 @@ class TrainConfig:
                   (0 <= self.context_dropout <= 1, f"context_dropout must be in [0, 1], got {self.context_dropout}"),
                   (self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}"),
                   (self.sigma_shift > 0, f"sigma_shift must be positive, got {self.sigma_shift}"),
+                  (self.max_frame_offset >= 0, f"max_frame_offset must be >= 0, got {self.max_frame_offset}"),
                   (self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}")]
         for ok, message in checks:
             if not ok:
@@ -81,7 +83,8 @@ class EncodedPairs:
     """Image pairs (a :class:`PairDataset`, or any sequence of ``ImagePair``), encoded on the fly by the host's VAE
     and text encoder."""
 
-    def __init__(self, dataset: PairDataset | Sequence[ImagePair], *, encode_images: Callable[[torch.Tensor], torch.Tensor],
+    def __init__(self, dataset: PairDataset | Sequence[ImagePair], *,
+                 encode_images: Callable[[torch.Tensor], torch.Tensor],
                  encode_text: Callable[[list[str]], torch.Tensor], batch_size: int, seed: int, device="cpu"):
         self.dataset = dataset
         self.encode_images = encode_images  # (B, 3, H, W) in 0..1 -> (B, C, 1, h, w)
@@ -116,9 +119,9 @@ class FlowMatchingLoss(nn.Module):
         self.runner = runner
 
     def forward(self, batch: LatentBatch, context: torch.Tensor, sigma: torch.Tensor,
-                noise: torch.Tensor) -> torch.Tensor:
+                noise: torch.Tensor, frame_offset: int = 0) -> torch.Tensor:
         x = noised(batch.target, noise, sigma.view(-1, 1, 1, 1, 1))      # (B, C, 1, h, w)
-        source = self.runner.source(batch.source, context)
+        source = self.runner.source(batch.source, context, frame_offset=frame_offset)
         velocity = self.runner(x, 1000.0 * sigma, context, source).velocity
         return torch.nn.functional.mse_loss(velocity.float(), (noise - batch.target).float())
 
@@ -169,7 +172,7 @@ def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
 
 
 def _draw(batch: LatentBatch, cfg: TrainConfig, step: int, rank: int):
-    """The step's noise levels (B,), noise, and contexts with dropout applied."""
+    """The step's noise levels (B,), noise, contexts with dropout applied, and temporal RoPE offset."""
     gen = _step_generator(cfg.seed, step, rank)
     b = batch.target.shape[0]
     sigma = shift_sigma(torch.rand(b, generator=gen, dtype=torch.float64), cfg.sigma_shift).float()
@@ -177,8 +180,9 @@ def _draw(batch: LatentBatch, cfg: TrainConfig, step: int, rank: int):
     drop = torch.rand(b, generator=gen) < cfg.context_dropout
     contexts = pad_contexts(batch.context, batch.empty_context)          # (B+1, L, text_dim)
     context = torch.where(drop.view(-1, 1, 1).to(contexts.device), contexts[-1:], contexts[:-1])
+    offset = int(torch.randint(cfg.max_frame_offset + 1, (1,), generator=gen)) if cfg.max_frame_offset else 0
     device = batch.target.device
-    return sigma.to(device), noise.to(device, batch.target.dtype), context
+    return sigma.to(device), noise.to(device, batch.target.dtype), context, offset
 
 
 def _lr_at(cfg: TrainConfig, step: int) -> float:
@@ -248,10 +252,10 @@ class _Trainer:
     rank: int
 
     def step(self, batch: LatentBatch, step: int) -> float:
-        sigma, noise, context = _draw(batch, self.cfg, step, self.rank)
+        sigma, noise, context, offset = _draw(batch, self.cfg, step, self.rank)
         for group in self.optimizer.param_groups:
             group["lr"] = _lr_at(self.cfg, step)
-        loss = self.loss_module(batch, context, sigma, noise)
+        loss = self.loss_module(batch, context, sigma, noise, offset)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step + 1}; lower the learning rate "
                                      "or turn on gradient clipping (the weights before this step are kept)")

@@ -159,3 +159,10 @@ def test_build_backbone_is_seeded_and_config_validated():
         BackboneConfig(dim=100, num_heads=3)
     cfg = backbone_preset("toy")
     assert BackboneConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_rope_frame_offset_shifts_the_time_axis_only():
+    full = rope_3d(12, (5, 3, 4))
+    shifted = rope_3d(12, (2, 3, 4), frame_offset=3)
+    assert torch.equal(shifted, full[3 * 12:])  # frames 3 and 4 of the longer clip
+    assert torch.equal(rope_3d(12, (1, 3, 4), frame_offset=0), full[:12])

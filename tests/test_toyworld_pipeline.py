@@ -9,7 +9,7 @@ from bench.toyworld.evaluate import METRICS
 from bench.toyworld.pipeline import run
 from bench.toyworld.train_adapter import VARIANTS
 
-SYSTEMS = {"ours", "per_frame", "dtr_0.5", "dtr_0.75", "oracle", "no_gate", "blind_gate", "unfrozen"}
+SYSTEMS = {"ours", "per_frame", "dtr_0.5", "dtr_0.75", "oracle", "no_gate", "blind_gate", "unfrozen", "ours_tpos"}
 
 
 def test_quick_pipeline_runs_every_stage(tmp_path):

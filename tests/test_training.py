@@ -198,3 +198,16 @@ def test_extra_parameters_train_and_refuse_resume(tmp_path):
     with pytest.raises(ValueError, match="cannot be resumed"):
         train_adapter(runner, ReconstructionPairs(), TrainConfig(steps=2), out_path=tmp_path / "x.safetensors",
                       resume=True, extra_parameters=attention)
+
+
+def test_random_frame_offsets_change_training_but_stay_deterministic():
+    cfg = dict(steps=3, batch_size=2, lr=1e-2, seed=4)
+    plain, shifted, again = tiny_runner(), tiny_runner(), tiny_runner()
+    train_adapter(plain, ReconstructionPairs(), TrainConfig(**cfg))
+    train_adapter(shifted, ReconstructionPairs(), TrainConfig(max_frame_offset=7, **cfg))
+    train_adapter(again, ReconstructionPairs(), TrainConfig(max_frame_offset=7, **cfg))
+    key = "blocks.0.o.weight"
+    assert not torch.equal(adapter_weights(plain)[key], adapter_weights(shifted)[key])
+    assert torch.equal(adapter_weights(shifted)[key], adapter_weights(again)[key])
+    with pytest.raises(ValueError, match="max_frame_offset must be >= 0"):
+        TrainConfig(max_frame_offset=-1)

@@ -12,6 +12,7 @@ Systems (all from the same frozen backbone, text encoder, seed and sampler setti
     dtr_0.5/0.75 degrade-then-regenerate: plain backbone, target caption, started from the source noised to s
     oracle       the adapter trained on video pairs with the same steps and frames per batch
     no_gate, blind_gate, unfrozen   ablations (see train_adapter.py); cache_off is checked to equal ours
+    ours_tpos    ours trained with image pairs at random temporal RoPE positions
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def systems(models: ToyModels, cfg: EvalConfig, folders: Folders) -> dict[str, C
              "per_frame": lambda b: run_per_frame(models, ours, b, cfg)}
     for s in cfg.dtr_strengths:
         table[f"dtr_{s}"] = lambda b, s=s: run_dtr(models, b, cfg, s)
-    for name in ("oracle", "no_gate", "blind_gate", "unfrozen"):
+    for name in ("oracle", "no_gate", "blind_gate", "unfrozen", "ours_tpos"):
         path = folders.runs / f"{name}.safetensors"
         if not path.is_file():
             print(f"skipping {name}: {path} not found (python -m bench.toyworld.train_adapter --variant {name})")

@@ -10,6 +10,8 @@ Variants (same steps, batch and seed; the oracle's batch holds the same number o
     blind_gate  image pairs, a gate that cannot read the instruction        -> runs/blind_gate.safetensors
     unfrozen    image pairs, backbone 3D self-attention trained as well     -> runs/unfrozen.safetensors
                 (+ runs/unfrozen.self_attn.safetensors)
+    ours_tpos   image pairs placed at a random temporal RoPE position 0-7  -> runs/ours_tpos.safetensors
+                (still one-frame videos: removes the position-0 bias of image training)
 Pairs are drawn on the fly from training-split seeds (an endless stream, never an evaluation scene).
 """
 
@@ -35,7 +37,7 @@ from .models import ADAPTER_FILE, CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, load
 from .pretrain import train_seed
 
 RUNS_DIR = Path(__file__).resolve().parent / "runs"
-VARIANTS = ("ours", "oracle", "no_gate", "blind_gate", "unfrozen")
+VARIANTS = ("ours", "oracle", "no_gate", "blind_gate", "unfrozen", "ours_tpos")
 IMAGE_BATCH = 16
 VIDEO_FRAMES = 8
 
@@ -76,8 +78,9 @@ def train_variant(variant: str, *, steps: int, seed: int, models_dir: Path = MOD
     runner = TwoStreamRunner(models.backbone, build_adapter(adapter_config(variant), models.backbone.config,
                                                              seed=seed))
     extra = [p for b in models.backbone.blocks for p in b.self_attn.parameters()] if variant == "unfrozen" else []
+    offsets = VIDEO_FRAMES - 1 if variant == "ours_tpos" else 0
     cfg = TrainConfig(steps=steps, batch_size=data.batch_size, lr=1e-3, warmup_steps=100, ema_decay=0.995,
-                      context_dropout=0.1, seed=seed)
+                      context_dropout=0.1, seed=seed, max_frame_offset=offsets)
     out = out or output_path(variant, models_dir=models_dir, runs_dir=runs_dir)
     start = time.perf_counter()
     result = train_adapter(runner, data, cfg, out_path=out, extra_parameters=extra,
