@@ -22,6 +22,7 @@ def main(out_dir: str, steps: int) -> None:
     rank = dist.get_rank()
     save_file({k: v.contiguous() for k, v in runner.adapter.state_dict().items()},
               str(Path(out_dir) / f"rank{rank}.safetensors"))
+    dist.barrier()  # both ranks are done before either tears the group down (gloo aborts otherwise, now and then)
     dist.destroy_process_group()
 
 
