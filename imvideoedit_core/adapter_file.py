@@ -26,6 +26,7 @@ from .config import AdapterConfig, BackboneConfig
 
 FORMAT_NAME = "imvideoedit-adapter"
 FORMAT_VERSION = 1
+STATE_FORMAT = "imvideoedit-train-state"  # the trainer's resume state (training.py), never an adapter
 
 
 class AdapterFileError(ValueError):
@@ -82,6 +83,9 @@ def read_adapter_info(path: str | Path) -> AdapterFileInfo:
     except (SafetensorError, OSError, ValueError) as err:
         raise AdapterFileError(f"{path.name} is not a readable safetensors file ({err}); "
                                "pick an ImVideoEdit adapter (.safetensors)") from err
+    if meta.get("format") == STATE_FORMAT:
+        raise AdapterFileError(f"{path.name} is a training resume state, not an adapter: load "
+                               f"{path.name.removesuffix('.train-state.safetensors')}.safetensors instead")
     if meta.get("format") != FORMAT_NAME:
         raise AdapterFileError(
             f"{path.name} is not an ImVideoEdit adapter (its metadata has no format={FORMAT_NAME!r}); "

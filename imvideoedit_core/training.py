@@ -20,12 +20,11 @@ import torch.distributed as dist
 import torch.nn as nn
 from safetensors import safe_open
 
-from .adapter_file import atomic_save_safetensors, save_adapter
+from .adapter_file import STATE_FORMAT, atomic_save_safetensors, save_adapter
 from .pairs import ImagePair, PairDataset, batch_indices, collate
 from .sampling import noised, pad_contexts, shift_sigma
 from .streams import TwoStreamRunner
 
-STATE_FORMAT = "imvideoedit-train-state"
 STATE_SUFFIX = ".train-state.safetensors"  # NAME.safetensors resumes from NAME.train-state.safetensors
 
 

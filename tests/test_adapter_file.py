@@ -121,3 +121,10 @@ def test_metadata_is_plain_json(adapter, tmp_path):
 def test_check_compatible_accepts_the_same_backbone(adapter, tmp_path):
     save_adapter(tmp_path / "a.safetensors", adapter)
     check_compatible(read_adapter_info(tmp_path / "a.safetensors"), backbone_preset("tiny"))
+
+
+def test_a_training_resume_state_is_named_as_such(tmp_path):
+    save_file({"adapter.x": torch.zeros(1)}, tmp_path / "edit.train-state.safetensors",
+              metadata={"format": "imvideoedit-train-state", "step": "3"})
+    with pytest.raises(AdapterFileError, match="training resume state, not an adapter: load edit.safetensors"):
+        read_adapter_info(tmp_path / "edit.train-state.safetensors")

@@ -135,9 +135,8 @@ class Folders:
     runs: Path = RUNS_DIR      # oracle and ablation adapters
 
 
-def systems(models: ToyModels, cfg: EvalConfig, folders: Folders) -> dict[str, Callable[[Batch], SystemOutput]]:
+def systems(models: ToyModels, ours, cfg: EvalConfig, folders: Folders) -> dict[str, Callable[[Batch], SystemOutput]]:
     """Every system that has its weights on disk (a missing ablation is skipped and reported)."""
-    ours = load_adapter(folders.models / ADAPTER_FILE)
     table = {"ours": lambda b: run_adapter(models, ours, b, cfg),
              "per_frame": lambda b: run_per_frame(models, ours, b, cfg)}
     for s in cfg.dtr_strengths:
@@ -198,8 +197,8 @@ def contact_sheet(batch: Batch, outputs: dict[str, SystemOutput], path: Path) ->
 
 def evaluate(cfg: EvalConfig, *, folders: Folders = Folders(), write_docs: bool = True) -> dict:
     models = load_models(folders.models)
-    table = systems(models, cfg, folders)
     ours = load_adapter(folders.models / ADAPTER_FILE)
+    table = systems(models, ours, cfg, folders)
     per_system: dict[str, dict[str, dict[str, list[float]]]] = {name: {} for name in table}
     cache_gap, start = 0.0, time.perf_counter()
     with torch.no_grad():

@@ -80,7 +80,8 @@ def flow_loss(models: ToyModels, latents: torch.Tensor, captions: list[str], gen
 
 
 def pretrain(cfg: PretrainConfig, out: Path, *, log_every: int = 100) -> dict:
-    models = ToyModels(backbone=new_backbone(cfg.seed), text_encoder=new_text_encoder(cfg.seed, new_backbone(0).config))
+    backbone = new_backbone(cfg.seed)
+    models = ToyModels(backbone=backbone, text_encoder=new_text_encoder(cfg.seed, backbone.config))
     params = [*models.backbone.parameters(), *models.text_encoder.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     start, losses, step = time.perf_counter(), [], 0
