@@ -127,6 +127,39 @@ def sample(fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, *, solver: Sol
     return x
 
 
+# -- known regions: keep part of the latent on a given clean latent, noised to the current level --
+
+# (step index, total steps) -> keep weight, broadcastable to the latent; 1 = take the known latent, 0 = sampled
+KeepSchedule = Callable[[int, int], torch.Tensor]
+
+
+def blend_known(x: torch.Tensor, known: torch.Tensor, noise: torch.Tensor, keep: torch.Tensor,
+                sigma: float) -> torch.Tensor:
+    """``keep * noised(known, sigma) + (1 - keep) * x``: the known latent at the level x has reached."""
+    return keep * noised(known, noise, sigma) + (1 - keep) * x
+
+
+@dataclass
+class KnownLatentHook:
+    """A step hook that pulls the latent towards ``known`` where ``keep`` says so, after every step.
+
+    ``keep`` is a fixed weight tensor, or a :data:`KeepSchedule` of the step (e.g. a mask boundary that narrows
+    over the steps). The known latent is noised with the same ``noise`` the run started from, so kept and
+    sampled regions stay at one noise level and, at the last step (sigma 0), kept regions equal ``known``.
+    """
+
+    known: torch.Tensor                       # (B, C, F, H, W) clean latent
+    noise: torch.Tensor                       # (B, C, F, H, W) the run's initial noise
+    keep: torch.Tensor | KeepSchedule         # broadcastable to (B, C, F, H, W), in [0, 1]
+
+    def weight(self, index: int, total: int) -> torch.Tensor:
+        return self.keep(index, total) if callable(self.keep) else self.keep
+
+    def __call__(self, info: StepInfo) -> torch.Tensor:
+        keep = self.weight(info.index, info.total).to(device=info.x.device, dtype=info.x.dtype)
+        return blend_known(info.x, self.known, self.noise, keep, info.sigma_next)
+
+
 # -- ImVideoEdit: guidance over the two-stream runner --
 
 def pad_contexts(*contexts: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,11 @@ NODE_IDS: dict[str, str] = {
     "gate_mask": "IMVEGateMask",
     "load_video_frames": "IMVELoadVideoFrames",
     "train_adapter": "IMVETrainAdapter",
+    "long_video_edit": "IMVELongVideoEdit",
+    "edit_mask": "IMVEEditMask",
+    "tune_on_keyframe": "IMVETuneOnKeyframe",
+    "degrade_latent": "IMVEDegradeLatent",
+    "animate_image": "IMVEAnimateImage",
 }
 
 ADAPTER_FOLDER = "imvideoedit"  # models/imvideoedit/

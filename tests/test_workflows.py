@@ -25,13 +25,15 @@ def catalog():
 
 def test_node_ids_are_unique_and_prefixed():
     ids = list(catalog().NODE_IDS.values())
-    assert len(ids) == len(set(ids)) == 7
+    assert len(ids) == len(set(ids)) == 12
     assert all(i.startswith("IMVE") for i in ids)
 
 
-def test_the_four_example_workflows_exist():
+def test_the_example_workflows_exist():
     assert {p.stem for p in WORKFLOWS} == {"imvideoedit_basic_edit", "imvideoedit_gate_mask_preview",
-                                          "imvideoedit_long_video_context_windows", "imvideoedit_train_adapter"}
+                                          "imvideoedit_long_video_context_windows", "imvideoedit_train_adapter",
+                                          "imvideoedit_long_video_keyframes", "imvideoedit_masked_edit",
+                                          "imvideoedit_first_frame_guidance", "imvideoedit_animate_image"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

@@ -39,6 +39,7 @@ from imvideoedit_core.streams import TwoStreamRunner
 
 from . import world
 from .models import ADAPTER_FILE, CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
+from .report import keep_feature_results
 from .train_adapter import RUNS_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -256,7 +257,7 @@ def main() -> None:
     cfg = EvalConfig(per_kind=2, steps=4) if args.quick else EvalConfig(per_kind=args.per_kind)
     results = evaluate(cfg, folders=Folders(models=args.models, runs=args.runs), write_docs=not args.quick)
     if not args.quick:
-        RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+        RESULTS.write_text(json.dumps(keep_feature_results(results), indent=1, sort_keys=True) + "\n")
         write_report(results)
     print(markdown_table(results))
     print(json.dumps({"overall": results["overall"], "cache_off_max_abs_diff": results["cache_off_max_abs_diff"],

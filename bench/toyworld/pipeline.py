@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .report import keep_feature_results
 from .evaluate import EvalConfig, Folders, RESULTS, evaluate, write_report
 from .models import MODELS_DIR
 from .pretrain import PretrainConfig, pretrain
@@ -37,7 +38,7 @@ def run(*, quick: bool, out: Path | None, pretrain_minutes: float, adapter_steps
                                          runs_dir=folders.runs) for v in VARIANTS]
     results = evaluate(evaluation, folders=folders, write_docs=not quick)
     if not quick:
-        RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+        RESULTS.write_text(json.dumps(keep_feature_results(results), indent=1, sort_keys=True) + "\n")
         write_report(results)
     summary["evaluation"] = {"overall": results["overall"], "cache_off_max_abs_diff": results["cache_off_max_abs_diff"]}
     summary["seconds"] = round(time.perf_counter() - start, 1)
