@@ -220,10 +220,14 @@ class GuidanceBatch:
 
 def guided_velocity(runner: TwoStreamRunner, source_latent: torch.Tensor, context: torch.Tensor,
                     negative_context: torch.Tensor | None, *, cfg: float, cache: CachePlacement,
-                    recorder: GateRecorder | None) -> VelocityFn:
-    """The velocity function of an edit: conditional and unconditional branches batched in one forward."""
+                    recorder: GateRecorder | None, shared: torch.Tensor | None = None) -> VelocityFn:
+    """The velocity function of an edit: conditional and unconditional branches batched in one forward.
+
+    ``shared``: edited keyframes (B, C, K, H, W) whose adapter keys/values every frame also attends to.
+    """
     batch = GuidanceBatch.build(context, negative_context, cfg)
-    source = runner.source(source_latent.repeat(batch.branches, 1, 1, 1, 1), batch.contexts, placement=cache)
+    repeat = (lambda t: None if t is None else t.repeat(batch.branches, 1, 1, 1, 1))
+    source = runner.source(repeat(source_latent), batch.contexts, placement=cache, shared=repeat(shared))
 
     def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = runner(x, t, batch.contexts, source, return_gates=recorder is not None)
@@ -244,11 +248,15 @@ def backbone_velocity(backbone: torch.nn.Module, context: torch.Tensor, negative
 def sample_from(fn: VelocityFn, source_latent: torch.Tensor, config: SamplerConfig, *,
                 noise: torch.Tensor | None = None, step_hooks: Sequence[StepHook] = (),
                 callback: Callable[[StepInfo], None] | None = None,
-                cancel: Callable[[], bool] | None = None) -> torch.Tensor:
+                cancel: Callable[[], bool] | None = None, start: torch.Tensor | None = None) -> torch.Tensor:
     """Sample from ``source_latent`` noised to ``config.strength`` (pure noise at 1, the source itself at 0).
 
     ``noise`` (same shape) replaces the seeded noise, e.g. to give every frame of a per-frame edit the same noise.
+    ``start`` (same shape) replaces the source as the clean latent that is noised, e.g. a degraded source.
     """
+    if start is not None and start.shape != source_latent.shape:
+        raise ValueError(f"start {tuple(start.shape)} must have the latent's shape {tuple(source_latent.shape)}")
+    source_latent = source_latent if start is None else start
     if config.strength == 0.0:
         return source_latent.clone()
     if noise is None:
@@ -265,11 +273,16 @@ def edit_latent(runner: TwoStreamRunner, source_latent: torch.Tensor, *, context
                 negative_context: torch.Tensor | None, config: SamplerConfig,
                 cache: CachePlacement = "device", return_gate: bool = False, noise: torch.Tensor | None = None,
                 step_hooks: Sequence[StepHook] = (), callback: Callable[[StepInfo], None] | None = None,
-                cancel: Callable[[], bool] | None = None) -> EditResult:
-    """Edit a source latent (B, C, F, H, W) following ``context``; the runner must be attached."""
+                cancel: Callable[[], bool] | None = None, shared: torch.Tensor | None = None,
+                start: torch.Tensor | None = None) -> EditResult:
+    """Edit a source latent (B, C, F, H, W) following ``context``; the runner must be attached.
+
+    ``shared``: already edited keyframes (B, C, K, H, W) that PU-SDA also attends to (long videos).
+    ``start``: the clean latent noised to ``config.strength`` (default: the source); the source stream stays clean.
+    """
     recorder = GateRecorder(batch=source_latent.shape[0]) if return_gate else None
     fn = guided_velocity(runner, source_latent, context, negative_context, cfg=config.cfg, cache=cache,
-                         recorder=recorder)
+                         recorder=recorder, shared=shared)
     latent = sample_from(fn, source_latent, config, noise=noise, step_hooks=step_hooks, callback=callback,
-                         cancel=cancel)
+                         cancel=cancel, start=start)
     return EditResult(latent=latent, gate=recorder.result() if recorder else None)

@@ -33,17 +33,24 @@ class SourceStream:
     placement: ``device`` keeps the features where the model runs; ``cpu`` keeps them in host memory and copies
     each block's features in just before use (prefetching the next block's); ``off`` recomputes them at every
     call (no memory, one extra backbone pass per step).
+
+    shared: an optional clean latent (B, C, K, H, W) of already edited keyframes; its keys/values are appended to
+    every frame's, so PU-SDA of every frame also attends to the edited keyframes (keyframe attention sharing).
     """
 
     def __init__(self, runner: "TwoStreamRunner", latent: torch.Tensor, context: torch.Tensor,
-                 placement: CachePlacement = "device", frame_offset: int = 0):
+                 placement: CachePlacement = "device", frame_offset: int = 0, shared: torch.Tensor | None = None):
         if placement not in CACHE_PLACEMENTS:
             raise ValueError(f"unknown source cache placement {placement!r}; choose one of {CACHE_PLACEMENTS}")
+        if shared is not None and (shared.shape[:2] != latent.shape[:2] or shared.shape[3:] != latent.shape[3:]):
+            raise ValueError(f"shared keyframe latent {tuple(shared.shape)} must match the source latent "
+                             f"{tuple(latent.shape)} in batch, channels, height and width")
         self.runner = runner
         self.latent = latent        # (B, C, F, H, W)
         self.context = context      # (B, L_text, text_dim)
         self.placement = placement
         self.frame_offset = frame_offset  # temporal RoPE position of the first frame (the target uses the same)
+        self.shared = shared        # (B, C, K, H, W) or None
         self.grid: tuple[int, int, int] | None = None
         self._cache: dict[int, SourceKV] | None = None
         self._prefetched: dict[int, SourceKV] = {}
@@ -58,6 +65,12 @@ class SourceStream:
             store = self._to_host if self.placement == "cpu" else None  # block by block: no device-side peak
             self._cache, self.grid = self.runner.encode_source(self.latent, self.context, store=store,
                                                                frame_offset=self.frame_offset)
+            if self.shared is not None:
+                shared, _ = self.runner.encode_source(self.shared, self.context)
+                batch = self.latent.shape[0]
+                self._cache = {i: kv.with_shared(shared[i], batch=batch) for i, kv in self._cache.items()}
+                if store is not None:
+                    self._cache = {i: store(kv) for i, kv in self._cache.items()}
 
     def end_step(self) -> None:
         """Called after each target forward: with the cache off, nothing is kept between steps."""
@@ -157,8 +170,8 @@ class TwoStreamRunner:
     # -- the two streams --
 
     def source(self, latent: torch.Tensor, context: torch.Tensor, *, placement: CachePlacement = "device",
-               frame_offset: int = 0) -> SourceStream:
-        return SourceStream(self, latent, context, placement, frame_offset)
+               frame_offset: int = 0, shared: torch.Tensor | None = None) -> SourceStream:
+        return SourceStream(self, latent, context, placement, frame_offset, shared)
 
     def encode_source(self, latent: torch.Tensor, context: torch.Tensor, *,
                       store: Callable[[SourceKV], SourceKV] | None = None, frame_offset: int = 0

@@ -29,6 +29,7 @@ from ..imvideoedit_core.streams import CACHE_PLACEMENTS
 STATE_KEY = "imvideoedit"        # transformer_options key of the per-call state
 CACHE_OPTION = "imvideoedit_cache"  # transformer_options key a sampler may set to override the cache placement
 SOURCE_COND = "imve_source"      # model_conds key of the source latent
+SHARED_OPTION = "imvideoedit_shared"  # transformer_options key: edited keyframes (1, C, K, h, w) PU-SDA also sees
 WRAPPER_KEY = "imvideoedit"
 
 
@@ -160,15 +161,24 @@ class SourceStreamWrapper:
         if run is not self._run:  # a new sampling run: drop the previous run's cache
             self._run, self._cache = run, {}
         placement = options.get(CACHE_OPTION, self.cache)
-        key = self._key(options, source)
+        shared = options.get(SHARED_OPTION)
+        key = self._key(options, source) + (None if shared is None else id(shared),)
         if placement != "off" and key in self._cache:
             return self._cache[key]
-        state = _CallState(recording=True, to_host=placement == "cpu")
-        zeros = torch.zeros(source.shape[0], device=source.device)
-        with torch.no_grad():
-            executor.original(self.process_latent_in(source), zeros, context, clip_fea, time_dim_concat,
-                              {**options, STATE_KEY: state}, **kwargs)  # the unwrapped forward: no other wrapper
-        features = state.features
+
+        def record(latent: torch.Tensor) -> dict[int, SourceKV]:
+            state = _CallState(recording=True, to_host=placement == "cpu")
+            zeros = torch.zeros(latent.shape[0], device=latent.device)
+            with torch.no_grad():
+                executor.original(self.process_latent_in(latent), zeros, context, clip_fea, time_dim_concat,
+                                  {**options, STATE_KEY: state}, **kwargs)  # the unwrapped forward
+            return state.features
+
+        features = record(source)
+        if shared is not None:  # keyframe sharing: every frame also attends to the edited keyframes
+            batch = source.shape[0]
+            extra = record(shared.to(source).repeat(batch, 1, 1, 1, 1))
+            features = {i: kv.with_shared(extra[i], batch=batch) for i, kv in features.items()}
         if placement != "off":
             self._cache[key] = features
         return features

@@ -1,0 +1,103 @@
+"""Long Video Edit inside a real ComfyUI (in-process, CPU, tiny models): file -> windows -> file, sharing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from test_comfyui_inprocess import StandInVAE, adapter_file, conditioning, output, patched_model, tiny_wan  # noqa: F401
+from imvideoedit_core.long_video import WindowJob
+from imvideoedit_core.sampling import SamplerConfig, edit_latent, flow_sigmas
+from imvideoedit_core.streams import TwoStreamRunner
+from imvideoedit_core.video_io import read_video, write_video
+
+
+class StandInVideoVAE(StandInVAE):
+    """The stand-in VAE with a decoder: latent frame 0 -> 1 frame, every later latent frame -> 4 frames."""
+
+    downscale_index_formula = (4, 8, 8)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        rgb = torch.einsum("dfhw,dc->fchw", latent[0], torch.linalg.pinv(self.mix))     # (F, 3, h, w)
+        frames = torch.cat([rgb[:1], rgb[1:].repeat_interleave(4, 0)])                    # (1 + 4(F-1), 3, h, w)
+        pixels = torch.nn.functional.interpolate(frames, scale_factor=8, mode="nearest")  # (T, 3, H, W)
+        return pixels.movedim(1, -1).clamp(0, 1)[None]                                   # (1, T, H, W, 3)
+
+
+@pytest.fixture
+def video_file(comfyui):
+    frames = torch.rand(21, 32, 48, 3, generator=torch.Generator().manual_seed(0))
+    write_video(comfyui.base / "input" / "long_clip.mp4", frames, fps=8)
+    return "long_clip.mp4"
+
+
+def run_node(comfyui, model, **overrides):
+    ctx = torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(3))
+    kwargs = dict(model=model, vae=StandInVideoVAE(), positive=[[ctx, {}]], negative=[[torch.zeros(1, 5, 32), {}]],
+                  video="long_clip.mp4", filename_prefix="imve_test/long", window=9, overlap=5, keyframes=3,
+                  sharing="attention+adapter", seed=0, steps=2, cfg=2.0, shift=3.0, solver="euler", max_frames=0,
+                  resize_to_multiple=16)
+    kwargs.update(overrides)
+    return output(comfyui.nodes["IMVELongVideoEdit"].execute(**kwargs))
+
+
+@pytest.mark.parametrize("sharing", ["attention+adapter", "off"])
+def test_long_video_node_writes_every_frame(comfyui, tiny_wan, adapter_file, video_file, sharing):
+    model, _ = tiny_wan
+    patched, _ = patched_model(comfyui, model)
+    path, info = run_node(comfyui, patched, sharing=sharing)
+    assert path.endswith(".mp4") and "21 frames in 4 windows" in info
+    written = read_video(path)
+    assert written.frames.shape == (21, 32, 48, 3)
+
+
+def test_long_video_node_names_user_errors(comfyui, tiny_wan, adapter_file, video_file):
+    model, _ = tiny_wan
+    patched, _ = patched_model(comfyui, model)
+    with pytest.raises(ValueError, match=r"window \(25 frames\) is longer than the clip \(21 frames"):
+        run_node(comfyui, patched, window=25)
+    with pytest.raises(ValueError, match="the window is 8 frames"):
+        run_node(comfyui, patched, window=8, overlap=0)
+    with pytest.raises(ValueError, match="carries no ImVideoEdit adapter"):
+        run_node(comfyui, model)
+
+
+def test_window_editor_keeps_pinned_frames(comfyui, tiny_wan, adapter_file):
+    from imvideoedit_pack.nodes.long_video_nodes import comfy_window_editor
+    model, _ = tiny_wan
+    patched, _ = patched_model(comfyui, model)
+    ctx = torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(3))
+    source = torch.randn(1, 16, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    known = torch.randn(1, 16, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    keep = torch.tensor([1.0, 0.5, 0.0, 0.0]).reshape(1, 1, 4, 1, 1)
+    edit = comfy_window_editor(patched, [[ctx, {}]], [[torch.zeros(1, 5, 32), {}]], seed=0, steps=3, cfg=2.0,
+                               shift=3.0, solver="euler")
+    out = edit(WindowJob(index=0, source=source, known=known, keep=keep, shared=known[:, :, :2]))
+    torch.testing.assert_close(out[:, :, 0], known[:, :, 0], atol=1e-5, rtol=0)  # pinned with weight 1: exact
+    assert not torch.allclose(out[:, :, 2:], known[:, :, 2:], atol=1e-2)
+
+
+def test_shared_keyframes_match_the_core_engine(comfyui, tiny_wan, adapter_file):
+    """The host's keyframe sharing (SHARED_OPTION) gives the core's edit_latent(shared=...) result."""
+    import comfy.sample
+    import comfy.samplers
+    from imvideoedit_pack.nodes.host import SHARED_OPTION
+    model, core = tiny_wan
+    patched, _ = patched_model(comfyui, model)
+    latent = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    shared = torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(8))
+    sharing = patched.clone()
+    sharing.model_options["transformer_options"] = {**sharing.model_options.get("transformer_options", {}),
+                                                    SHARED_OPTION: shared}
+    positive, negative, ctx, neg = conditioning(comfyui, latent)
+    steps, cfg, shift, seed = 3, 2.0, 3.0, 7
+    noise = comfy.sample.prepare_noise(latent, seed)
+    out = comfy.sample.sample_custom(sharing, noise, cfg, comfy.samplers.sampler_object("euler"),
+                                     flow_sigmas(steps, shift=shift).float(), positive, negative, latent, seed=seed,
+                                     disable_pbar=True)
+    with TwoStreamRunner(core, adapter_file) as runner, torch.no_grad():
+        ref = edit_latent(runner, model.model.process_latent_in(latent), context=ctx, negative_context=neg,
+                          noise=noise, config=SamplerConfig(steps=steps, cfg=cfg, shift=shift, seed=seed),
+                          shared=model.model.process_latent_in(shared)).latent
+    got = model.model.process_latent_in(out)
+    torch.testing.assert_close(got, ref, atol=2e-4, rtol=1e-4)
