@@ -102,7 +102,8 @@ class Sampler(io.ComfyNode):
         noise = comfy.sample.prepare_noise(samples, seed)
         callback = latent_preview.prepare_callback(patched, steps)
         out = comfy.sample.sample(patched, noise, steps, cfg, solver, "simple", positive, negative, samples,
-                                  denoise=strength, callback=callback, seed=seed)
+                                  denoise=strength, noise_mask=latent.get("noise_mask"),
+                                  callback=callback, seed=seed)
         return io.NodeOutput({**latent, "samples": out})
 
 
