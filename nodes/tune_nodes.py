@@ -1,0 +1,111 @@
+"""Tune On Keyframe: adapt a copy of an adapter to one clip from an edited keyframe (first-frame guidance)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+import comfy.model_management
+import comfy.utils
+from comfy_api.latest import io
+
+from ..imvideoedit_core.adapter_file import read_adapter_info, save_adapter
+from ..imvideoedit_core.keyframe_tuning import KeyframeTuning, TuneResult, check_keyframes, tune_on_keyframe
+from ..imvideoedit_core.training import TrainingCancelled
+from .adapter_nodes import Adapter
+from .catalog import CATEGORY, NODE_IDS
+from .host import AdapterHolder
+from .train_nodes import ComfyEncoders, frozen_core_backbone, output_path
+
+
+def single_image(image: torch.Tensor, name: str) -> torch.Tensor:
+    """IMAGE [1, H, W, C] -> [H, W, 3]; a batch of several frames is refused."""
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise ValueError(f"{name} must be one image, got a batch of shape {tuple(image.shape)}: pick one frame "
+                         "with Get Image from Batch (batch_index = the keyframe's index, length 1)")
+    return image[0, :, :, :3]
+
+
+class TuneOnKeyframe(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=NODE_IDS["tune_on_keyframe"], display_name="IMVE Tune On Keyframe", category=CATEGORY,
+            description="Edit one frame of the clip with any image tool, then tune a copy of the adapter on that "
+                        "(source frame, edited frame) pair for a few hundred steps (with random small rotations, "
+                        "shifts, crops and shears of both images). Connect the tuned adapter to IMVE Apply Adapter "
+                        "to edit the whole clip. The input adapter is left as it is.",
+            inputs=[io.Model.Input("model", tooltip="The Wan 2.1 T2V model the adapter is for"),
+                    Adapter.Input("adapter", tooltip="The adapter to start from (IMVE Load Adapter)"),
+                    io.Vae.Input("vae", tooltip="The Wan 2.1 VAE"),
+                    io.Clip.Input("clip", tooltip="The umT5 text encoder (Load CLIP, type wan)"),
+                    io.Image.Input("source_keyframe", tooltip="The original frame (one image, e.g. Get Image from "
+                                                              "Batch on the video's frames)"),
+                    io.Image.Input("edited_keyframe", tooltip="The same frame after your edit, at the same size"),
+                    io.String.Input("instruction", default="", multiline=True,
+                                    tooltip="The instruction you will edit the video with (the same text as the "
+                                            "positive prompt)"),
+                    io.Int.Input("steps", default=300, min=1, max=10000,
+                                 tooltip="Tuning steps; a few hundred are enough for one keyframe"),
+                    io.Float.Input("learning_rate", default=3e-4, min=1e-6, max=1e-2, step=1e-5,
+                                   tooltip="AdamW learning rate of the tuning"),
+                    io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=True,
+                                 tooltip="Seeds the augmentations, noise levels and noise"),
+                    io.Boolean.Input("augment", default=True,
+                                     tooltip="Train on random small rotations, shifts, crops and shears of the pair "
+                                             "(the same on both images): generalises to the moving frames"),
+                    io.String.Input("save_name", default="",
+                                    tooltip="Also save the tuned adapter as models/imvideoedit/<name>.safetensors; "
+                                            "empty: keep it in memory only"),
+                    io.Image.Input("video", optional=True,
+                                   tooltip="Optional: the frames you will edit (e.g. IMVE Edit Conditioning's "
+                                           "source_frames); only their size is checked against the keyframes")],
+            outputs=[Adapter.Output(display_name="adapter"), io.String.Output(display_name="summary")])
+
+    @classmethod
+    def execute(cls, model, adapter: AdapterHolder, vae, clip, source_keyframe, edited_keyframe, instruction: str,
+                steps: int, learning_rate: float, seed: int, augment: bool, save_name: str = "",
+                video=None) -> io.NodeOutput:
+        source = single_image(source_keyframe, "source_keyframe")
+        edited = single_image(edited_keyframe, "edited_keyframe")
+        video_size = tuple(video.shape[1:3]) if video is not None else None
+        check_keyframes(source, edited, video_size=video_size)  # before the model is loaded
+        if not instruction.strip():
+            raise ValueError("the instruction is empty: write the edit, the same text as the positive prompt")
+        out = output_path(save_name) if save_name.strip() else None
+        config = KeyframeTuning(steps=steps, lr=learning_rate, seed=seed, augment=augment)
+        with torch.inference_mode(False):  # node execution runs under inference_mode; training needs autograd
+            result = cls._tune(model, adapter, vae, clip, source.clone(), edited.clone(), instruction, config,
+                               video_size)
+        tuned = result.adapter.to(comfy.model_management.unet_offload_device())
+        window = min(20, len(result.losses))
+        first, last = (sum(part) / window for part in (result.losses[:window], result.losses[-window:]))
+        training = {"keyframe_tuning": {"steps": result.steps_done, "lr": learning_rate, "augment": augment,
+                                        "seed": seed, "instruction": instruction.strip(),
+                                        "base": adapter.info.path.name}}
+        if out is not None:
+            save_adapter(out, tuned, training=training)
+            info = read_adapter_info(out)
+        else:
+            info = dataclasses.replace(adapter.info, training=training)
+        summary = (f"tuned {result.steps_done} steps on a {source.shape[1]}x{source.shape[0]} keyframe "
+                   f"({'augmented' if augment else 'no augmentation'}): loss {first:.4f} -> {last:.4f} "
+                   f"(means of the first and last {window})" + (f"; saved as {out.name}" if out else ""))
+        return io.NodeOutput(AdapterHolder.wrap(tuned, info), summary)
+
+    @classmethod
+    def _tune(cls, model, holder: AdapterHolder, vae, clip, source, edited, instruction: str,
+              config: KeyframeTuning, video_size) -> TuneResult:
+        backbone = frozen_core_backbone(model)
+        encoders = ComfyEncoders(model, vae, clip)
+        bar = comfy.utils.ProgressBar(config.steps)
+        try:
+            return tune_on_keyframe(backbone, holder.adapter, source=source, edited=edited, instruction=instruction,
+                                    encode_images=encoders.images, encode_text=encoders.text, config=config,
+                                    video_size=video_size,
+                                    callback=lambda p: bar.update_absolute(p.step, config.steps),
+                                    cancel=comfy.model_management.processing_interrupted)
+        except TrainingCancelled:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            raise

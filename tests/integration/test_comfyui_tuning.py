@@ -1,0 +1,98 @@
+"""Tune On Keyframe inside a real ComfyUI (in-process, CPU, tiny models): tune a copy, apply it, errors, cancel."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from test_comfyui_inprocess import (StandInCLIP, StandInVAE, adapter_file, conditioning, output,  # noqa: F401
+                                    tiny_wan)
+
+
+def keyframes():
+    """A grey square on black and the same square red, as IMAGE batches of one [1, 32, 32, 3]."""
+    source = torch.zeros(1, 32, 32, 3)
+    source[:, 8:24, 8:24] = 0.5
+    edited = source.clone()
+    edited[:, 8:24, 8:24] = torch.tensor([1.0, 0.0, 0.0])
+    return source, edited
+
+
+def tune(comfyui, model, holder, **overrides):
+    source, edited = keyframes()
+    kwargs = dict(model=model, adapter=holder, vae=StandInVAE(), clip=StandInCLIP(), source_keyframe=source,
+                  edited_keyframe=edited, instruction="make the square red", steps=30, learning_rate=3e-3, seed=0,
+                  augment=True, save_name="")
+    kwargs.update(overrides)
+    return output(comfyui.nodes["IMVETuneOnKeyframe"].execute(**kwargs))
+
+
+def weights(holder):
+    return {k: v.clone() for k, v in holder.adapter.state_dict().items()}
+
+
+def test_tuning_returns_a_new_adapter_and_leaves_the_input_alone(comfyui, tiny_wan, adapter_file):
+    model, _ = tiny_wan
+    holder = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="tiny_edit.safetensors"))[0]
+    before = weights(holder)
+    tuned, summary = tune(comfyui, model, holder)
+    assert all(torch.equal(v, before[k]) for k, v in holder.adapter.state_dict().items())
+    assert tuned is not holder and tuned.adapter is not holder.adapter
+    assert any(not torch.equal(v, before[k]) for k, v in tuned.adapter.state_dict().items())
+    first, last = (float(x) for x in summary.split("loss ")[1].split(" (")[0].split(" -> "))
+    assert last < first, summary
+    assert tuned.info.training["keyframe_tuning"]["steps"] == 30
+
+    latent = torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    positive, negative, _, _ = conditioning(comfyui, latent)
+    edits = []
+    for adapter in (holder, tuned):  # the tuned adapter plugs into Apply Adapter like any other
+        patched = output(comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=adapter, strength=1.0,
+                                                                 source_cache="device"))[0]
+        edits.append(output(comfyui.nodes["IMVESampler"].execute(
+            model=patched, positive=positive, negative=negative, latent={"samples": latent}, seed=0, steps=2,
+            cfg=2.0, shift=3.0, strength=1.0, solver="euler", source_cache="device"))[0]["samples"])
+    assert (edits[0] - edits[1]).abs().max() > 1e-5
+
+
+def test_saving_the_tuned_adapter(comfyui, tiny_wan, adapter_file):
+    model, _ = tiny_wan
+    holder = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="tiny_edit.safetensors"))[0]
+    tuned, summary = tune(comfyui, model, holder, steps=3, save_name="clip_tuned", augment=False)
+    assert "saved as clip_tuned.safetensors" in summary
+    loaded = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="clip_tuned.safetensors"))[0]
+    assert loaded.info.training["keyframe_tuning"] == {"steps": 3, "lr": 3e-3, "augment": False, "seed": 0,
+                                                       "instruction": "make the square red",
+                                                       "base": "tiny_edit.safetensors"}
+    assert all(torch.equal(v, loaded.adapter.state_dict()[k]) for k, v in tuned.adapter.state_dict().items())
+
+
+def test_size_mismatches_reach_the_user(comfyui, tiny_wan, adapter_file):
+    model, _ = tiny_wan
+    holder = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="tiny_edit.safetensors"))[0]
+    with pytest.raises(ValueError, match=r"edited keyframe is 48x32 but the source keyframe is 32x32"):
+        tune(comfyui, model, holder, edited_keyframe=torch.zeros(1, 32, 48, 3))
+    with pytest.raises(ValueError, match=r"keyframes are 32x32 but the video's frames are 64x48"):
+        tune(comfyui, model, holder, video=torch.zeros(5, 48, 64, 3))
+    with pytest.raises(ValueError, match="must be one image, got a batch"):
+        tune(comfyui, model, holder, source_keyframe=torch.zeros(3, 32, 32, 3))
+
+
+def test_cancel_stops_tuning(comfyui, tiny_wan, adapter_file, monkeypatch):
+    import comfy.model_management as mm
+    model, _ = tiny_wan
+    holder = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="tiny_edit.safetensors"))[0]
+    before = weights(holder)
+    calls = {"n": 0}
+
+    def interrupted():
+        calls["n"] += 1
+        return calls["n"] > 4
+
+    monkeypatch.setattr(mm, "processing_interrupted", interrupted)
+    monkeypatch.setattr(mm, "throw_exception_if_processing_interrupted",
+                        lambda: (_ for _ in ()).throw(mm.InterruptProcessingException()))
+    with pytest.raises(mm.InterruptProcessingException):
+        tune(comfyui, model, holder, steps=50)
+    assert calls["n"] == 5
+    assert all(torch.equal(v, before[k]) for k, v in holder.adapter.state_dict().items())

@@ -1,0 +1,151 @@
+"""Keyframe tuning: paired affine augmentation, the keyframe dataset, and tuning a copy of the adapter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from imvideoedit_core.keyframe_tuning import (AffineLimits, AffineParams, KeyframePairs, KeyframeTuning, augment_pair,
+                                              check_keyframes, draw_affine, tune_on_keyframe, warp)
+from imvideoedit_core.standins import ByteTextEncoder, PatchCodec
+from imvideoedit_core.streams import TwoStreamRunner
+from imvideoedit_core.training import FlowMatchingLoss, LatentBatch, TrainingCancelled
+
+CODEC = PatchCodec(channels=16, patch=2)
+TEXT = ByteTextEncoder(32, max_len=24, seed=0)
+INSTRUCTION = "make the square red"
+
+
+def keyframes(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """A grey square on a ramp background, and the same square red: [H, W, 3] each."""
+    ramp = torch.linspace(0, 1, size)
+    source = torch.stack([ramp[None, :].expand(size, size), ramp[:, None].expand(size, size),
+                          torch.full((size, size), 0.3)], dim=-1)  # [H, W, 3]
+    source[8:20, 10:22] = 0.5
+    edited = source.clone()
+    edited[8:20, 10:22] = torch.tensor([1.0, 0.0, 0.0])
+    return source, edited
+
+
+def test_zero_limits_draw_the_identity_and_warp_returns_the_input():
+    source, _ = keyframes()
+    for seed in range(5):
+        params = draw_affine(AffineLimits.none(), seed=seed)
+        assert params.is_identity
+        assert torch.equal(warp(source[None], params)[0], source)
+
+
+def test_draws_respect_the_limits_and_are_deterministic():
+    limits = AffineLimits()
+    draws = [draw_affine(limits, seed=s) for s in range(300)]
+    for p in draws:
+        assert abs(p.rotation_deg) <= 5 and abs(p.shear_deg) <= 10 and 0.75 <= p.crop <= 1.0
+        room = (1 - p.crop) / 2 + 0.05  # the window stays inside the image, plus at most 5% translation
+        assert abs(p.offset_x) <= room and abs(p.offset_y) <= room
+    assert max(abs(p.rotation_deg) for p in draws) > 4.5 and min(p.crop for p in draws) < 0.76  # the range is used
+    assert draw_affine(limits, seed=7) == draws[7] and draws[7] != draws[8]
+
+
+def test_the_same_transform_reaches_both_images():
+    source, edited = keyframes()
+    params = draw_affine(AffineLimits(), seed=3)
+    a, b = augment_pair(source, source.clone(), params)
+    assert torch.equal(a, b)  # an identity edit stays an identity edit
+    a, b = augment_pair(source, edited, params)
+    assert torch.equal(a, warp(source[None], params)[0]) and torch.equal(b, warp(edited[None], params)[0])
+    assert not torch.equal(a, source)
+
+
+def test_a_whole_pixel_translation_moves_pixels_exactly():
+    source, _ = keyframes()
+    moved = warp(source[None], AffineParams(offset_x=2 / 32, offset_y=-1 / 32))[0]  # sample 2 px right, 1 px up
+    assert torch.allclose(moved[1:, :-2], source[:-1, 2:], atol=1e-6)
+
+
+def test_rotation_is_a_rotation_on_non_square_images():
+    image = torch.zeros(16, 32, 3)
+    image[6:10, :, 0] = 1.0  # a horizontal bar through the centre, across the whole width
+    turned = warp(image[None], AffineParams(rotation_deg=90.0))[0]
+    # rotated by 90 degrees about the centre the bar is vertical: 4 px wide, as tall as the image
+    assert torch.allclose(turned[:, 14:18, 0], torch.ones(16, 4), atol=1e-5)
+    assert turned[:, :12, 0].abs().max() < 1e-5 and turned[:, 20:, 0].abs().max() < 1e-5
+
+
+def test_keyframe_pairs_start_with_the_pair_itself():
+    source, edited = keyframes()
+    pairs = KeyframePairs(source, edited, INSTRUCTION, count=6, limits=AffineLimits(), seed=0)
+    assert len(pairs) == 6 and torch.equal(pairs[0].source, source) and torch.equal(pairs[0].target, edited)
+    assert not torch.equal(pairs[1].source, source) and pairs[3].instruction == INSTRUCTION
+    again = KeyframePairs(source, edited, INSTRUCTION, count=6, limits=AffineLimits(), seed=0)
+    assert torch.equal(again[4].target, pairs[4].target)
+    plain = KeyframePairs(source, edited, INSTRUCTION, count=6, limits=None, seed=0)
+    assert all(torch.equal(plain[i].target, edited) for i in range(6))
+    with pytest.raises(ValueError, match="instruction is empty"):
+        KeyframePairs(source, edited, "  ", count=2, limits=None, seed=0)
+
+
+def test_keyframe_errors_say_what_to_change():
+    source, edited = keyframes()
+    with pytest.raises(ValueError, match=r"edited keyframe is 48x32 but the source keyframe is 32x32 \(width x h"):
+        check_keyframes(source, torch.zeros(32, 48, 3))
+    with pytest.raises(ValueError, match=r"keyframes are 32x32 but the video's frames are 64x48"):
+        check_keyframes(source, edited, video_size=(48, 64))
+    with pytest.raises(ValueError, match="multiples of 16"):
+        check_keyframes(torch.zeros(24, 32, 3), torch.zeros(24, 32, 3))
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        KeyframeTuning(steps=0)
+    with pytest.raises(ValueError, match="batch_size <= variants"):
+        KeyframeTuning(batch_size=8, variants=4)
+    with pytest.raises(ValueError, match=r"crop must be \(low, high\)"):
+        AffineLimits(crop=(0.9, 0.8))
+
+
+def fixed_loss(backbone, adapter, source, edited) -> float:
+    """The flow-matching loss of the keyframe pair at fixed noise levels and noise (before/after comparable)."""
+    src, tgt = CODEC.encode(source[None]), CODEC.encode(edited[None])  # (1, 16, 1, 16, 16)
+    sigma = torch.linspace(0.2, 0.8, 4)
+    noise = torch.randn(4, *src.shape[1:], generator=torch.Generator().manual_seed(5))
+    batch = LatentBatch(source=src.expand(4, -1, -1, -1, -1), target=tgt.expand(4, -1, -1, -1, -1),
+                        context=TEXT([INSTRUCTION] * 4), empty_context=TEXT([""]))
+    with TwoStreamRunner(backbone, adapter) as runner, torch.no_grad():
+        return FlowMatchingLoss(runner)(batch, batch.context, sigma, noise).item()
+
+
+def tune(backbone, adapter, **kwargs):
+    source, edited = keyframes()
+    return tune_on_keyframe(backbone, adapter, source=source, edited=edited, instruction=INSTRUCTION,
+                            encode_images=CODEC.encode_images, encode_text=TEXT, **kwargs)
+
+
+def test_tuning_trains_a_copy_and_leaves_the_base_adapter_alone(tiny_backbone, trained_adapter):
+    base = {k: v.clone() for k, v in trained_adapter.state_dict().items()}
+    source, edited = keyframes()
+    before = fixed_loss(tiny_backbone, trained_adapter, source, edited)
+    result = tune(tiny_backbone, trained_adapter, config=KeyframeTuning(steps=40, lr=3e-3, batch_size=2, variants=8))
+    assert all(torch.equal(v, base[k]) for k, v in trained_adapter.state_dict().items())
+    assert result.adapter is not trained_adapter and not result.adapter.training
+    assert not any(p.requires_grad for p in result.adapter.parameters())  # ready for inference
+    assert result.steps_done == 40 and len(result.losses) == 40
+    after = fixed_loss(tiny_backbone, result.adapter, source, edited)
+    assert after < 0.8 * before, (before, after)
+    again = tune(tiny_backbone, trained_adapter, config=KeyframeTuning(steps=40, lr=3e-3, batch_size=2, variants=8))
+    assert all(torch.equal(v, again.adapter.state_dict()[k]) for k, v in result.adapter.state_dict().items())
+
+
+def test_augmentation_changes_what_is_learned(tiny_backbone, trained_adapter):
+    cfg = KeyframeTuning(steps=3, batch_size=2, variants=4)
+    aug = tune(tiny_backbone, trained_adapter, config=cfg).adapter.state_dict()
+    plain = tune(tiny_backbone, trained_adapter, config=KeyframeTuning(steps=3, batch_size=2, variants=4,
+                                                                        augment=False)).adapter.state_dict()
+    assert not torch.equal(aug["blocks.0.o.weight"], plain["blocks.0.o.weight"])
+
+
+def test_cancel_stops_tuning_and_size_checks_come_first(tiny_backbone, trained_adapter):
+    base = {k: v.clone() for k, v in trained_adapter.state_dict().items()}
+    seen = []
+    with pytest.raises(TrainingCancelled, match="after 2 of 10 steps"):
+        tune(tiny_backbone, trained_adapter, config=KeyframeTuning(steps=10, batch_size=2, variants=4),
+             callback=lambda p: seen.append(p.step), cancel=lambda: len(seen) >= 2)
+    assert all(torch.equal(v, base[k]) for k, v in trained_adapter.state_dict().items())
+    with pytest.raises(ValueError, match="video's frames are 64x64"):
+        tune(tiny_backbone, trained_adapter, video_size=(64, 64))
