@@ -9,8 +9,12 @@ from comfy_api.latest import ComfyExtension, io
 
 from .adapter_nodes import ApplyAdapter, LoadAdapter
 from .catalog import ADAPTER_FOLDER
+from .dreamix_nodes import AnimateImage, DegradeLatent
 from .edit_nodes import EditConditioning, GateMask, Sampler
+from .long_video_nodes import LongVideoEdit
+from .mask_nodes import EditMask
 from .train_nodes import TrainAdapter
+from .tune_nodes import TuneOnKeyframe
 from .video_nodes import LoadVideoFrames
 
 
@@ -23,7 +27,8 @@ def register_model_folder() -> None:
 
 class ImVideoEditExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [LoadAdapter, ApplyAdapter, EditConditioning, Sampler, GateMask, LoadVideoFrames, TrainAdapter]
+        return [LoadAdapter, ApplyAdapter, EditConditioning, Sampler, GateMask, LoadVideoFrames, TrainAdapter,
+                LongVideoEdit, EditMask, TuneOnKeyframe, DegradeLatent, AnimateImage]
 
 
 async def comfy_entrypoint() -> ImVideoEditExtension:

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 # ComfyUI core nodes the workflows may use (MarkdownNote is a frontend node: it never reaches the server)
 CORE_NODES = {"UNETLoader", "CLIPLoader", "VAELoader", "CLIPTextEncode", "VAEDecode", "CreateVideo", "SaveVideo",
-              "MaskPreview", "PreviewImage", "PreviewAny", "WanContextWindowsManual", "MarkdownNote"}
+              "MaskPreview", "PreviewImage", "PreviewAny", "WanContextWindowsManual", "MarkdownNote",
+              "LoadImageMask", "ImageFromBatch", "LoadImage"}
 
 
 def catalog():
