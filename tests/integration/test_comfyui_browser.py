@@ -36,7 +36,9 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-dev-shm-usage", f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}"]
 # Where the files a workflow names in its first widget live (relative to the server's base directory).
 USER_FILES = {"UNETLoader": "models/diffusion_models", "CLIPLoader": "models/text_encoders", "VAELoader": "models/vae",
-              "IMVELoadAdapter": "models/imvideoedit", "IMVELoadVideoFrames": "input"}
+              "IMVELoadAdapter": "models/imvideoedit", "IMVELoadVideoFrames": "input", "IMVELongVideoEdit": "input",
+              "LoadImage": "input", "LoadImageMask": "input"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 # A user who has finished the first-run tour (else the template browser covers the graph), no restored tabs; for the
 # screenshots, nodes drawn in full at any zoom and no minimap over the graph.
 SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.Persist": False, "LiteGraph.Canvas.MinFontSizeForLOD": 0,
@@ -175,6 +177,12 @@ def _browser_tools() -> tuple[str | None, str | None, list[str]]:
     return chromium, driver, missing
 
 
+def _tiny_image(path: Path) -> None:
+    """A 64x64 gray picture (Pillow ships with ComfyUI)."""
+    from PIL import Image
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(path)
+
+
 def _tiny_video(path: Path) -> None:
     """16 frames, 64x64: enough for the frontend's preview; an empty file when PyAV cannot write one."""
     try:
@@ -202,7 +210,12 @@ def _prepare_base(base: Path) -> list[str]:
                 path = base / folder / node["widgets_values"][0]
                 if not path.exists():
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    _tiny_video(path) if folder == "input" else path.write_bytes(b"")
+                    if folder != "input":
+                        path.write_bytes(b"")
+                    elif path.suffix.lower() in IMAGE_SUFFIXES:
+                        _tiny_image(path)
+                    else:
+                        _tiny_video(path)
                     placed.append(f"{folder}/{path.name}")
     settings = base / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True, exist_ok=True)
