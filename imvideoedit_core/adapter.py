@@ -59,20 +59,17 @@ class SourceKV:
     def pin_memory(self) -> "SourceKV":
         return SourceKV(self.k.pin_memory(), self.v.pin_memory())
 
-    def with_shared(self, shared: "SourceKV", *, batch: int, tokens: torch.Tensor | None = None) -> "SourceKV":
-        """Every frame's keys/values followed by ``shared``'s (keyframe attention sharing).
+    def with_shared(self, shared: "SourceKV", *, batch: int) -> "SourceKV":
+        """Every frame's keys/values followed by all of ``shared``'s (keyframe attention sharing).
 
-        self: (B*F, L, I); shared: (B*K, L, I) from K keyframes; tokens: optional (K*L,) bool, the keyframe tokens
-        to share (default all) -> (B*F, L + S, I): each target frame can attend to its own source frame and to the
-        S shared keyframe tokens.
+        self: (B*F, L, I); shared: (B*K, L, I) from K keyframes -> (B*F, L + K*L, I): each target frame can
+        attend to its own source frame and to every shared keyframe.
         """
         frames = self.k.shape[0] // batch
 
         def spread(t: torch.Tensor) -> torch.Tensor:
             t = t.to(self.k.device).reshape(batch, -1, t.shape[-1])   # (B, K*L, I)
-            if tokens is not None:
-                t = t[:, tokens.to(t.device)]                        # (B, S, I)
-            return t.repeat_interleave(frames, 0)                    # (B*F, S, I)
+            return t.repeat_interleave(frames, 0)                    # (B*F, K*L, I)
         return SourceKV(torch.cat([self.k, spread(shared.k)], 1), torch.cat([self.v, spread(shared.v)], 1))
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .sampling import CachePlacement, KnownLatentHook, SamplerConfig, edit_latent, seeded_noise
-from .streams import SharedKeyframes, TwoStreamRunner
+from .streams import TwoStreamRunner
 from .video_io import ReadOptions, VideoWriter, iter_frames, probe_video
 
 
@@ -37,7 +37,6 @@ class WindowConfig:
     keyframes: int = 3            # evenly spaced keyframes edited first and shared with every window (0: none)
     share_attention: bool = True  # keyframes join every window as pinned frames (3D self-attention sees them)
     share_adapter: bool = True    # PU-SDA also attends to the edited keyframes' keys/values
-    share_edited_only: bool = True  # ... to those of the tokens the keyframe edit changed (not the whole frame)
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -100,20 +99,6 @@ def overlap_ramp(length: int) -> torch.Tensor:
     return torch.arange(1, length + 1, dtype=torch.float32) / (length + 1)
 
 
-EDITED_TOKEN_SHARE = 0.25  # a keyframe token counts as edited when it changed by this share of the largest change
-
-
-def edited_tokens(edited: torch.Tensor, source: torch.Tensor, *, patch: tuple[int, int]) -> torch.Tensor:
-    """(K*L,) bool: the keyframe tokens whose latent the edit changed (mean |edited - source| per token patch).
-
-    Sharing only these keeps a window's background from attending to the keyframes' objects, which sit elsewhere
-    in other frames; a global edit changes every token and shares them all.
-    """
-    change = (edited - source).abs().mean(dim=1)                       # (B, K, H, W)
-    change = torch.nn.functional.avg_pool2d(change, patch).amax(dim=0)  # (K, H/ph, W/pw)
-    return (change > EDITED_TOKEN_SHARE * change.max()).flatten()      # (K*L,)
-
-
 # -- one window as a sampling job --
 
 @dataclass
@@ -125,16 +110,7 @@ class WindowJob:
     known: torch.Tensor | None = None  # (1, C, F, h, w) edited latent the pinned frames are pulled towards
     keep: torch.Tensor | None = None   # (1, 1, F, 1, 1) in [0, 1]: how strongly each frame is pinned
     shared: torch.Tensor | None = None  # (1, C, K, h, w) edited keyframes for PU-SDA sharing
-    shared_source: torch.Tensor | None = None  # (1, C, K, h, w) their source: set to share only what the edit changed
     prefix: int = 0                    # leading keyframe frames of ``source``, dropped after the edit
-
-    def shared_keyframes(self, patch: tuple[int, int]) -> SharedKeyframes | None:
-        """The keyframes PU-SDA shares, for a backbone whose tokens cover ``patch`` (h, w) latent pixels."""
-        if self.shared is None:
-            return None
-        tokens = None if self.shared_source is None else edited_tokens(self.shared, self.shared_source, patch=patch)
-        return SharedKeyframes(latent=self.shared, tokens=tokens)
-
 
 
 EditWindowFn = Callable[[WindowJob], torch.Tensor]  # job -> edited latent with job.source's shape
@@ -148,9 +124,8 @@ def runner_window_editor(runner: TwoStreamRunner, *, context: torch.Tensor, nega
         noise = seeded_noise(job.source.shape, seed=config.seed + 1 + job.index, device=job.source.device,
                              dtype=job.source.dtype)
         hooks = [] if job.keep is None else [KnownLatentHook(known=job.known, noise=noise, keep=job.keep)]
-        patch = tuple(runner.backbone.config.patch_size[1:])
         return edit_latent(runner, job.source, context=context, negative_context=negative_context, config=config,
-                           cache=cache, noise=noise, step_hooks=hooks, shared=job.shared_keyframes(patch)).latent
+                           cache=cache, noise=noise, step_hooks=hooks, shared=job.shared).latent
     return edit
 
 
@@ -237,14 +212,13 @@ def _window_job(index: int, pixels: torch.Tensor, held_edited: torch.Tensor | No
         known[:, :, :o] = overlap
         keep[0, 0, :o, 0, 0] = 1 - overlap_ramp(o)
     shared = kf_edited if config.shares and config.share_adapter else None
-    shared_source = kf_source if shared is not None and config.share_edited_only else None
     if kf_source is not None and config.share_attention:
         source = torch.cat([kf_source, source], dim=2)                   # (1, C, K+F, h, w)
         known = torch.cat([kf_edited, known], dim=2)
         keep = torch.cat([torch.ones(1, 1, kf_source.shape[2], 1, 1), keep], dim=2)
     pinned = bool(keep.any())
     return WindowJob(index=index, source=source, known=known if pinned else None, keep=keep if pinned else None,
-                     shared=shared, shared_source=shared_source, prefix=source.shape[2] - frames)
+                     shared=shared, prefix=source.shape[2] - frames)
 
 
 # -- file -> edit -> file --

@@ -11,7 +11,7 @@ from typing import Callable, Literal, Sequence
 
 import torch
 
-from .streams import CachePlacement, SharedKeyframes, TwoStreamRunner
+from .streams import CachePlacement, TwoStreamRunner
 
 Solver = Literal["euler", "heun"]
 SOLVERS = ("euler", "heun")
@@ -220,14 +220,14 @@ class GuidanceBatch:
 
 def guided_velocity(runner: TwoStreamRunner, source_latent: torch.Tensor, context: torch.Tensor,
                     negative_context: torch.Tensor | None, *, cfg: float, cache: CachePlacement,
-                    recorder: GateRecorder | None, shared: SharedKeyframes | None = None) -> VelocityFn:
+                    recorder: GateRecorder | None, shared: torch.Tensor | None = None) -> VelocityFn:
     """The velocity function of an edit: conditional and unconditional branches batched in one forward.
 
-    ``shared``: edited keyframes whose adapter keys/values every frame also attends to.
+    ``shared``: edited keyframes (B, C, K, H, W) whose adapter keys/values every frame also attends to.
     """
     batch = GuidanceBatch.build(context, negative_context, cfg)
-    source = runner.source(source_latent.repeat(batch.branches, 1, 1, 1, 1), batch.contexts, placement=cache,
-                           shared=None if shared is None else shared.repeat(batch.branches))
+    repeat = (lambda t: None if t is None else t.repeat(batch.branches, 1, 1, 1, 1))
+    source = runner.source(repeat(source_latent), batch.contexts, placement=cache, shared=repeat(shared))
 
     def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = runner(x, t, batch.contexts, source, return_gates=recorder is not None)
@@ -273,11 +273,11 @@ def edit_latent(runner: TwoStreamRunner, source_latent: torch.Tensor, *, context
                 negative_context: torch.Tensor | None, config: SamplerConfig,
                 cache: CachePlacement = "device", return_gate: bool = False, noise: torch.Tensor | None = None,
                 step_hooks: Sequence[StepHook] = (), callback: Callable[[StepInfo], None] | None = None,
-                cancel: Callable[[], bool] | None = None, shared: SharedKeyframes | None = None,
+                cancel: Callable[[], bool] | None = None, shared: torch.Tensor | None = None,
                 start: torch.Tensor | None = None) -> EditResult:
     """Edit a source latent (B, C, F, H, W) following ``context``; the runner must be attached.
 
-    ``shared``: already edited keyframes that PU-SDA also attends to (long videos).
+    ``shared``: already edited keyframes (B, C, K, H, W) that PU-SDA also attends to (long videos).
     ``start``: the clean latent noised to ``config.strength`` (default: the source); the source stream stays clean.
     """
     recorder = GateRecorder(batch=source_latent.shape[0]) if return_gate else None

@@ -27,18 +27,6 @@ class StreamOutput:
     gates: dict[int, torch.Tensor] | None   # block -> (B, F', H', W') gate maps, when asked for
 
 
-@dataclass
-class SharedKeyframes:
-    """Already edited keyframes whose adapter keys/values every frame of an edit also attends to."""
-
-    latent: torch.Tensor                # (B, C, K, H, W) clean edited keyframes
-    tokens: torch.Tensor | None = None  # (K*L,) bool: the keyframe tokens to share (None: all of them)
-
-    def repeat(self, times: int) -> "SharedKeyframes":
-        """The same keyframes for ``times`` guidance branches stacked along the batch."""
-        return SharedKeyframes(self.latent.repeat(times, 1, 1, 1, 1), self.tokens)
-
-
 class SourceStream:
     """A source latent and its context seen through the frozen blocks at t=0, as PU-SDA keys/values per block.
 
@@ -46,25 +34,23 @@ class SourceStream:
     each block's features in just before use (prefetching the next block's); ``off`` recomputes them at every
     call (no memory, one extra backbone pass per step).
 
-    shared: already edited keyframes; their keys/values (all, or the selected tokens) are appended to every
-    frame's, so PU-SDA of every frame also attends to the edited keyframes (keyframe attention sharing).
+    shared: an optional clean latent (B, C, K, H, W) of already edited keyframes; its keys/values are appended to
+    every frame's, so PU-SDA of every frame also attends to the edited keyframes (keyframe attention sharing).
     """
 
     def __init__(self, runner: "TwoStreamRunner", latent: torch.Tensor, context: torch.Tensor,
-                 placement: CachePlacement = "device", frame_offset: int = 0,
-                 shared: SharedKeyframes | None = None):
+                 placement: CachePlacement = "device", frame_offset: int = 0, shared: torch.Tensor | None = None):
         if placement not in CACHE_PLACEMENTS:
             raise ValueError(f"unknown source cache placement {placement!r}; choose one of {CACHE_PLACEMENTS}")
-        if shared is not None and (shared.latent.shape[:2] != latent.shape[:2]
-                                   or shared.latent.shape[3:] != latent.shape[3:]):
-            raise ValueError(f"shared keyframe latent {tuple(shared.latent.shape)} must match the source latent "
+        if shared is not None and (shared.shape[:2] != latent.shape[:2] or shared.shape[3:] != latent.shape[3:]):
+            raise ValueError(f"shared keyframe latent {tuple(shared.shape)} must match the source latent "
                              f"{tuple(latent.shape)} in batch, channels, height and width")
         self.runner = runner
         self.latent = latent        # (B, C, F, H, W)
         self.context = context      # (B, L_text, text_dim)
         self.placement = placement
         self.frame_offset = frame_offset  # temporal RoPE position of the first frame (the target uses the same)
-        self.shared = shared
+        self.shared = shared        # (B, C, K, H, W) or None
         self.grid: tuple[int, int, int] | None = None
         self._cache: dict[int, SourceKV] | None = None
         self._prefetched: dict[int, SourceKV] = {}
@@ -80,10 +66,9 @@ class SourceStream:
             self._cache, self.grid = self.runner.encode_source(self.latent, self.context, store=store,
                                                                frame_offset=self.frame_offset)
             if self.shared is not None:
-                shared, _ = self.runner.encode_source(self.shared.latent, self.context)
+                shared, _ = self.runner.encode_source(self.shared, self.context)
                 batch = self.latent.shape[0]
-                self._cache = {i: kv.with_shared(shared[i], batch=batch, tokens=self.shared.tokens)
-                               for i, kv in self._cache.items()}
+                self._cache = {i: kv.with_shared(shared[i], batch=batch) for i, kv in self._cache.items()}
                 if store is not None:
                     self._cache = {i: store(kv) for i, kv in self._cache.items()}
 
@@ -185,7 +170,7 @@ class TwoStreamRunner:
     # -- the two streams --
 
     def source(self, latent: torch.Tensor, context: torch.Tensor, *, placement: CachePlacement = "device",
-               frame_offset: int = 0, shared: SharedKeyframes | None = None) -> SourceStream:
+               frame_offset: int = 0, shared: torch.Tensor | None = None) -> SourceStream:
         return SourceStream(self, latent, context, placement, frame_offset, shared)
 
     def encode_source(self, latent: torch.Tensor, context: torch.Tensor, *,

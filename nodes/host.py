@@ -29,7 +29,7 @@ from ..imvideoedit_core.streams import CACHE_PLACEMENTS
 STATE_KEY = "imvideoedit"        # transformer_options key of the per-call state
 CACHE_OPTION = "imvideoedit_cache"  # transformer_options key a sampler may set to override the cache placement
 SOURCE_COND = "imve_source"      # model_conds key of the source latent
-SHARED_OPTION = "imvideoedit_shared"  # transformer_options key: SharedKeyframes that PU-SDA also attends to
+SHARED_OPTION = "imvideoedit_shared"  # transformer_options key: edited keyframes (1, C, K, h, w) PU-SDA also sees
 WRAPPER_KEY = "imvideoedit"
 
 
@@ -177,8 +177,8 @@ class SourceStreamWrapper:
         features = record(source)
         if shared is not None:  # keyframe sharing: every frame also attends to the edited keyframes
             batch = source.shape[0]
-            extra = record(shared.latent.to(source).repeat(batch, 1, 1, 1, 1))
-            features = {i: kv.with_shared(extra[i], batch=batch, tokens=shared.tokens) for i, kv in features.items()}
+            extra = record(shared.to(source).repeat(batch, 1, 1, 1, 1))
+            features = {i: kv.with_shared(extra[i], batch=batch) for i, kv in features.items()}
         if placement != "off":
             self._cache[key] = features
         return features

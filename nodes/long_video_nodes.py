@@ -50,11 +50,10 @@ def comfy_window_editor(model, positive: list, negative: list, *, seed: int, ste
 
     def edit(job: WindowJob) -> torch.Tensor:
         m = patched
-        shared = job.shared_keyframes(tuple(model.model.diffusion_model.patch_size[1:]))
-        if shared is not None:
+        if job.shared is not None:
             m = patched.clone()
             m.model_options = {**m.model_options, "transformer_options": {
-                **m.model_options.get("transformer_options", {}), SHARED_OPTION: shared}}
+                **m.model_options.get("transformer_options", {}), SHARED_OPTION: job.shared}}
         latent_image, noise_mask = job.source, None
         if job.keep is not None:  # 1 = sample, 0 = keep the known (edited) latent, noised to the current level
             keep = job.keep.expand(1, 1, *job.source.shape[2:])                      # (1, 1, F, h, w)

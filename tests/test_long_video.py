@@ -8,11 +8,10 @@ import torch
 
 from imvideoedit_core.adapter import SourceKV
 from imvideoedit_core.long_video import (LongEditStats, WindowConfig, WindowJob, edit_long_video, edit_video_file,
-                                         edited_tokens, keyframe_indices, overlap_ramp, plan_windows,
-                                         runner_window_editor)
+                                         keyframe_indices, overlap_ramp, plan_windows, runner_window_editor)
 from imvideoedit_core.sampling import SamplerConfig, edit_latent
 from imvideoedit_core.standins import PatchCodec
-from imvideoedit_core.streams import SharedKeyframes, TwoStreamRunner
+from imvideoedit_core.streams import TwoStreamRunner
 from imvideoedit_core.video_io import read_video, write_video
 from tests.tiny import latent, text
 
@@ -106,7 +105,6 @@ def test_jobs_pin_keyframes_and_the_overlap():
     assert first.keep[0, 0, :, 0, 0].tolist() == [1, 1, 1] + [0] * 8
     assert torch.equal(first.known[:, :, :3], keyframe_pass.source + 0.1)  # pinned to the edited keyframes
     assert torch.equal(first.shared, keyframe_pass.source + 0.1)
-    assert torch.equal(first.shared_source, keyframe_pass.source)  # to share only what the edit changed
     ramp = 1 - overlap_ramp(2)
     assert torch.allclose(second.keep[0, 0, 3:5, 0, 0], ramp) and not second.keep[0, 0, 5:].any()
 
@@ -165,25 +163,9 @@ def test_shared_keys_are_appended_to_every_frame():
     assert torch.equal(out.k[4, :4], kv.k[4]) and torch.equal(out.k[4, 4:8], shared.k[2])  # batch 1, frame 1
 
 
-def test_only_tokens_the_edit_changed_are_shared():
-    source = torch.zeros(1, 16, 2, 8, 8)
-    edited = source.clone()
-    edited[:, :, 0, 2:4, 4:6] = 1.0     # keyframe 0: one token (patch 2x2 at token row 1, column 2) changed
-    edited[:, :, 1, 0:2, 0:2] = 0.1     # keyframe 1: a change far below the largest one
-    tokens = edited_tokens(edited, source, patch=(2, 2))
-    assert tokens.shape == (2 * 16,) and tokens.nonzero().flatten().tolist() == [1 * 4 + 2]
-    kv = SourceKV(k=torch.randn(3, 16, 5), v=torch.randn(3, 16, 5))          # B=1, F=3, L=16
-    shared = SourceKV(k=torch.randn(2, 16, 5), v=torch.randn(2, 16, 5))
-    out = kv.with_shared(shared, batch=1, tokens=tokens)
-    assert out.k.shape == (3, 17, 5) and torch.equal(out.v[2, 16], shared.v[0, 6])
-    job = WindowJob(index=0, source=source, shared=edited, shared_source=source)
-    assert torch.equal(job.shared_keyframes((2, 2)).tokens, tokens)
-    assert WindowJob(index=0, source=source, shared=edited).shared_keyframes((2, 2)).tokens is None
-
-
 def test_sharing_changes_the_edit_and_is_deterministic(tiny_backbone, trained_adapter):
     source, ctx = latent(1, frames=3), text(2)
-    shared = SharedKeyframes(latent=latent(3, frames=2))
+    shared = latent(3, frames=2)
     config = SamplerConfig(steps=3, cfg=2.0, shift=1.0)
     with TwoStreamRunner(tiny_backbone, trained_adapter) as runner:
         plain = edit_latent(runner, source, context=ctx, negative_context=text(4), config=config).latent
@@ -194,8 +176,7 @@ def test_sharing_changes_the_edit_and_is_deterministic(tiny_backbone, trained_ad
     torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="shared keyframe latent"):
         with TwoStreamRunner(tiny_backbone, trained_adapter) as runner:
-            edit_latent(runner, source, context=ctx, negative_context=None, config=config,
-                        shared=SharedKeyframes(latent=latent(3, size=4)))
+            edit_latent(runner, source, context=ctx, negative_context=None, config=config, shared=latent(3, size=4))
 
 
 def test_runner_editor_keeps_pinned_frames_exactly(tiny_backbone, trained_adapter):

@@ -8,11 +8,8 @@ The backbone was trained on 8-frame clips, so the window is 8 frames. Systems (s
     independent     windows of 8, no overlap, no sharing
     overlap         windows of 8 overlapping by 2 (pinned and cross-faded), no keyframes
     overlap+attn    + 3 keyframes edited first and prepended, pinned, to every window (3D self-attention sharing)
-    overlap+adapter + the same keyframes' adapter keys/values shared with every frame's PU-SDA (only the tokens
-                    the keyframe edit changed)
-    overlap+adapter_all  the same with every keyframe token shared
+    overlap+adapter + the same keyframes' adapter keys/values shared with every frame's PU-SDA
     overlap+both    + both kinds of sharing
-    w6 ...          windows of 6 (+ 2 keyframes = the 8 frames the backbone was trained on)
 Memory: the file -> edit -> file path in a fresh process per clip length (1x, 4x, 16x the window), peak RSS.
 """
 
@@ -49,8 +46,6 @@ SYSTEMS: dict[str, WindowConfig | None] = {
     "overlap": WindowConfig(window=WINDOW, overlap=2, keyframes=0),
     "overlap+attn": WindowConfig(window=WINDOW, overlap=2, keyframes=3, share_adapter=False),
     "overlap+adapter": WindowConfig(window=WINDOW, overlap=2, keyframes=3, share_attention=False),
-    "overlap+adapter_all": WindowConfig(window=WINDOW, overlap=2, keyframes=3, share_attention=False,
-                                        share_edited_only=False),
     "overlap+both": WindowConfig(window=WINDOW, overlap=2, keyframes=3),
     "w6 overlap": WindowConfig(window=6, overlap=2, keyframes=0),
     "w6 overlap+attn": WindowConfig(window=6, overlap=2, keyframes=2, share_adapter=False),
@@ -125,12 +120,11 @@ def _slice(example: world.EditExample, frames: range) -> world.EditExample:
                    edit_mask=example.edit_mask[idx])
 
 
-def quality(models: ToyModels, adapter, cfg: LongConfig, names: list[str]) -> dict:
-    per: dict[str, dict[str, list[float]]] = {name: {m: [] for m in METRICS} for name in names}
+def quality(models: ToyModels, adapter, cfg: LongConfig) -> dict:
+    per: dict[str, dict[str, list[float]]] = {name: {m: [] for m in METRICS} for name in SYSTEMS}
     for kind in world.EDIT_KINDS:
         for example in examples(kind, cfg):
-            for name in names:
-                system = SYSTEMS[name]
+            for name, system in SYSTEMS.items():
                 edited = edit_clip(models, adapter, example, system, cfg)
                 s = {k: v for k, v in score(edited, example).items() if k in METRICS}
                 s.update(temporal_scores(edited, example, system))
@@ -207,8 +201,6 @@ def report(results: dict) -> str:
     mem_table = markdown_rows(["path", "frames (x window)", "frames held", "peak RSS MB", "RSS growth MB", "s"],
                               [[r["mode"], f"{r['frames']} ({r['frames'] // WINDOW}x)", r["frames_held"],
                                 r["peak_rss_mb"], r["rss_growth_mb"], r["seconds"]] for r in results["memory"]])
-    rerun = results.get("partial_rerun")
-    partial = "" if rerun is None else f" (last rerun: {', '.join(rerun['systems'])}, {rerun['seconds']:.0f} s)"
     return f"""## Long videos: windows and keyframe sharing
 
 {results['videos']} held-out clips of {results['frames']} frames (4x the 8-frame window the backbone was trained
@@ -229,7 +221,7 @@ ready); **frames held**: the most video frames the loop held at once.
 
 Reproduce: `python -m bench.toyworld.long_video` (quality {results['quality_seconds']:.0f} s, memory
 {results['memory_seconds']:.0f} s on 2 cores shared with other jobs); `--part quality` or `--part memory` reruns
-one part, `--systems NAME ...` some systems{partial}.
+one part.
 """
 
 
@@ -238,8 +230,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 video per type, 4 steps, nothing written")
     parser.add_argument("--part", choices=("all", "quality", "memory"), default="all",
                         help="rerun one part; the other is kept from results.json")
-    parser.add_argument("--systems", nargs="+", choices=list(SYSTEMS), default=list(SYSTEMS),
-                        help="measure only these systems (the others' stored numbers are kept)")
     parser.add_argument("--probe", nargs=3, metavar=("FRAMES", "MODE", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
@@ -254,17 +244,11 @@ def main() -> None:
         models = load_models(MODELS_DIR)
         adapter = load_adapter(MODELS_DIR / ADAPTER_FILE)
         with torch.no_grad():
-            fresh = quality(models, adapter, cfg, args.systems)
-        stored = results.get("quality", {})
-        results["quality"] = {n: fresh.get(n, stored.get(n)) for n in SYSTEMS if n in fresh or n in stored}
+            results["quality"] = quality(models, adapter, cfg)
         results.update(videos=cfg.per_kind * len(world.EDIT_KINDS), per_kind=cfg.per_kind, frames=cfg.frames,
                        steps=cfg.eval.steps, systems={n: (None if s is None else s.__dict__)
                                                       for n, s in SYSTEMS.items()})
-        seconds = round(time.perf_counter() - start, 1)
-        if set(args.systems) == set(SYSTEMS):
-            results["quality_seconds"] = seconds
-        else:
-            results["partial_rerun"] = {"systems": args.systems, "seconds": seconds}
+        results["quality_seconds"] = round(time.perf_counter() - start, 1)
     if args.part in ("all", "memory"):
         mem_start = time.perf_counter()
         results["memory_steps"] = 2 if args.quick else 10

@@ -8,7 +8,7 @@ import torch
 from test_comfyui_inprocess import StandInVAE, adapter_file, conditioning, output, patched_model, tiny_wan  # noqa: F401
 from imvideoedit_core.long_video import WindowJob
 from imvideoedit_core.sampling import SamplerConfig, edit_latent, flow_sigmas
-from imvideoedit_core.streams import SharedKeyframes, TwoStreamRunner
+from imvideoedit_core.streams import TwoStreamRunner
 from imvideoedit_core.video_io import read_video, write_video
 
 
@@ -72,8 +72,7 @@ def test_window_editor_keeps_pinned_frames(comfyui, tiny_wan, adapter_file):
     keep = torch.tensor([1.0, 0.5, 0.0, 0.0]).reshape(1, 1, 4, 1, 1)
     edit = comfy_window_editor(patched, [[ctx, {}]], [[torch.zeros(1, 5, 32), {}]], seed=0, steps=3, cfg=2.0,
                                shift=3.0, solver="euler")
-    out = edit(WindowJob(index=0, source=source, known=known, keep=keep, shared=known[:, :, :2],
-                         shared_source=source[:, :, :2]))
+    out = edit(WindowJob(index=0, source=source, known=known, keep=keep, shared=known[:, :, :2]))
     torch.testing.assert_close(out[:, :, 0], known[:, :, 0], atol=1e-5, rtol=0)  # pinned with weight 1: exact
     assert not torch.allclose(out[:, :, 2:], known[:, :, 2:], atol=1e-2)
 
@@ -86,9 +85,7 @@ def test_shared_keyframes_match_the_core_engine(comfyui, tiny_wan, adapter_file)
     model, core = tiny_wan
     patched, _ = patched_model(comfyui, model)
     latent = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(4))
-    keyframes = torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(8))
-    tokens = torch.rand(2 * 16, generator=torch.Generator().manual_seed(9)) > 0.5
-    shared = SharedKeyframes(latent=keyframes, tokens=tokens)
+    shared = torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(8))
     sharing = patched.clone()
     sharing.model_options["transformer_options"] = {**sharing.model_options.get("transformer_options", {}),
                                                     SHARED_OPTION: shared}
@@ -101,7 +98,6 @@ def test_shared_keyframes_match_the_core_engine(comfyui, tiny_wan, adapter_file)
     with TwoStreamRunner(core, adapter_file) as runner, torch.no_grad():
         ref = edit_latent(runner, model.model.process_latent_in(latent), context=ctx, negative_context=neg,
                           noise=noise, config=SamplerConfig(steps=steps, cfg=cfg, shift=shift, seed=seed),
-                          shared=SharedKeyframes(latent=model.model.process_latent_in(keyframes),
-                                                 tokens=tokens)).latent
+                          shared=model.model.process_latent_in(shared)).latent
     got = model.model.process_latent_in(out)
     torch.testing.assert_close(got, ref, atol=2e-4, rtol=1e-4)
