@@ -34,9 +34,10 @@ from .video_io import ReadOptions, VideoWriter, iter_frames, probe_video
 class WindowConfig:
     window: int = 8               # frames per window
     overlap: int = 2              # frames consecutive windows share (0: windows are edited independently)
-    keyframes: int = 3            # evenly spaced keyframes edited first and shared with every window (0: none)
+    keyframes: int = 0            # evenly spaced keyframes edited first and shared with every window (0: none)
     share_attention: bool = True  # keyframes join every window as pinned frames (3D self-attention sees them)
-    share_adapter: bool = True    # PU-SDA also attends to the edited keyframes' keys/values
+    share_adapter: bool = False   # PU-SDA also attends to the edited keyframes' keys/values (costs fidelity on
+                                  # ToyWorld: the adapter never saw extra keys in training; docs/toyworld.md)
 
     def __post_init__(self) -> None:
         if self.window < 1:

@@ -19,8 +19,8 @@ from .edit_nodes import SOLVERS, model_with_shift, with_source
 from .host import SHARED_OPTION, find_wrapper
 from .video_nodes import input_videos
 
-SHARING = {"attention+adapter": (True, True), "attention": (True, False), "adapter": (False, True),
-           "off": (False, False)}
+SHARING = {"off": (False, False), "attention": (True, False), "adapter": (False, True),
+           "attention+adapter": (True, True)}  # name -> (share_attention, share_adapter)
 
 
 class VaeCodec:
@@ -91,11 +91,13 @@ class LongVideoEdit(io.ComfyNode):
                     io.Int.Input("overlap", default=5, min=0, max=1024,
                                  tooltip="Frames consecutive windows share and cross-fade (0 or 1 + 4n for Wan)"),
                     io.Int.Input("keyframes", default=3, min=0, max=16,
-                                 tooltip="Evenly spaced keyframes edited first and shared with every window; "
-                                         "0 edits the windows independently"),
-                    io.Combo.Input("sharing", options=list(SHARING), default="attention",
+                                 tooltip="Evenly spaced keyframes edited first and shared with every window when "
+                                         "sharing is on; 0 turns sharing off"),
+                    io.Combo.Input("sharing", options=list(SHARING), default="off",
                                    tooltip="How windows see the edited keyframes: as pinned frames in their 3D "
-                                           "attention, through the adapter's keys/values, both, or not at all"),
+                                           "attention, through the adapter's keys/values, both, or not at all. On "
+                                           "ToyWorld 'adapter' cut drift but cost fidelity; try it when windows "
+                                           "drift apart"),
                     io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                                  tooltip="The noise seed (window i uses seed + 1 + i)"),
                     io.Int.Input("steps", default=30, min=1, max=200, tooltip="Sampling steps per window"),

@@ -98,7 +98,7 @@ def test_every_frame_comes_out_once_in_order():
 def test_jobs_pin_keyframes_and_the_overlap():
     frames = clip(14)
     editor = RecordingEditor()
-    run(frames, WindowConfig(window=8, overlap=2, keyframes=3), editor)
+    run(frames, WindowConfig(window=8, overlap=2, keyframes=3, share_adapter=True), editor)
     keyframe_pass, first, second = editor.jobs
     assert keyframe_pass.index == -1 and keyframe_pass.source.shape[2] == 3 and keyframe_pass.keep is None
     assert first.prefix == 3 and first.source.shape[2] == 3 + 8  # keyframes prepended
@@ -112,10 +112,10 @@ def test_jobs_pin_keyframes_and_the_overlap():
 def test_sharing_switches():
     frames = clip(14)
     editor = RecordingEditor()
-    run(frames, WindowConfig(window=8, overlap=0, keyframes=2, share_attention=False), editor)
+    run(frames, WindowConfig(window=8, overlap=0, keyframes=2, share_attention=False, share_adapter=True), editor)
     assert editor.jobs[1].prefix == 0 and editor.jobs[1].keep is None and editor.jobs[1].shared is not None
     editor = RecordingEditor()
-    run(frames, WindowConfig(window=8, overlap=0, keyframes=2, share_adapter=False), editor)
+    run(frames, WindowConfig(window=8, overlap=0, keyframes=2), editor)
     assert editor.jobs[1].prefix == 2 and editor.jobs[1].shared is None
     editor = RecordingEditor()
     run(frames, WindowConfig(window=8, overlap=0, keyframes=0), editor)
@@ -135,7 +135,7 @@ def test_overlap_is_cross_faded():
 
 
 def test_memory_is_bounded_by_the_window():
-    config = WindowConfig(window=8, overlap=2, keyframes=3)
+    config = WindowConfig(window=8, overlap=2, keyframes=3, share_adapter=True)
     held = [run(clip(n), config, RecordingEditor())[1].peak_frames_held for n in (8, 32, 128)]
     assert held[0] <= held[1] == held[2] <= 8 + 2 + 2 * 3
 
