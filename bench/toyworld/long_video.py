@@ -1,7 +1,7 @@
 """Long ToyWorld clips edited window by window: drift and seams with and without keyframe sharing; memory.
 
     python -m bench.toyworld.long_video            # full: 3 videos per edit type, 32-frame clips (4x the window)
-    python -m bench.toyworld.long_video --quick    # smoke run: 1 video per type, 4 steps, nothing written
+    python -m bench.toyworld.long_video --quick    # smoke run: 1 video per type, 16 frames, 2 steps, nothing written
 
 The backbone was trained on 8-frame clips, so the window is 8 frames. Systems (same adapter, seed, sampler):
     one_pass        the whole clip in one sampling run (memory grows with the clip)
@@ -260,7 +260,7 @@ one part, `--systems NAME ...` some systems{partial}.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1 video per type, 4 steps, nothing written")
+    parser.add_argument("--quick", action="store_true", help="1 video per type, 16 frames, 2 steps, nothing written")
     parser.add_argument("--part", choices=("all", "quality", "memory"), default="all",
                         help="rerun one part; the other is kept from results.json")
     parser.add_argument("--systems", nargs="+", choices=list(SYSTEMS), default=list(SYSTEMS),
@@ -276,7 +276,8 @@ def main() -> None:
         write_feature_section("long_video", report(json.loads(RESULTS.read_text())["features"]["long_video"]))
         return
     torch.set_num_threads(2)
-    cfg = LongConfig(per_kind=1, eval=replace(EvalConfig(), steps=4)) if args.quick else LongConfig()
+    cfg = LongConfig(per_kind=1, frames=2 * WINDOW, eval=replace(EvalConfig(), steps=2)) if args.quick \
+        else LongConfig()
     start = time.perf_counter()
     old = json.loads(RESULTS.read_text()).get("features", {}).get("long_video", {}) if RESULTS.is_file() else {}
     results = {k: v for k, v in old.items() if k != "seconds"}
@@ -298,8 +299,8 @@ def main() -> None:
             results["partial_rerun"] = {"systems": args.systems, "seconds": seconds}
     if args.part in ("all", "memory"):
         mem_start = time.perf_counter()
-        results["memory_steps"] = 2 if args.quick else 10
-        lengths = [WINDOW, 4 * WINDOW] if args.quick else [WINDOW, 4 * WINDOW, 16 * WINDOW]
+        results["memory_steps"] = 1 if args.quick else 10
+        lengths = [WINDOW] if args.quick else [WINDOW, 4 * WINDOW, 16 * WINDOW]
         results["memory"] = memory(lengths, results["memory_steps"])
         results["memory_seconds"] = round(time.perf_counter() - mem_start, 1)
     print(report(results))
