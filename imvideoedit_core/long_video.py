@@ -167,29 +167,29 @@ def edit_long_video(frames: Iterable[torch.Tensor], *, total: int, keyframes: to
     windows = plan_windows(total, config, stride=stride)
     stats = stats if stats is not None else LongEditStats()
     source_iter = iter(frames)
+    indices = keyframe_indices(total, config.keyframes)
+    if config.shares and (keyframes is None or keyframes.shape[0] != len(indices)):
+        raise ValueError(f"sharing needs the {len(indices)} keyframes at frames {indices}")
     kf_source = kf_edited = None
-    if config.shares:
-        if keyframes is None or keyframes.shape[0] != len(keyframe_indices(total, config.keyframes)):
-            raise ValueError(f"sharing needs the {len(keyframe_indices(total, config.keyframes))} keyframes at "
-                             f"{keyframe_indices(total, config.keyframes)}")
-        kf_source = _encode_keyframes(codec, keyframes)
-        kf_edited = edit(WindowJob(index=-1, source=kf_source))
     held_source = held_edited = None  # the last window's overlap frames, [O, H, W, 3]
     for n, win in enumerate(windows):
         new = [next(source_iter, None) for _ in range(win.stop - (windows[n - 1].stop if n else 0))]
         if any(f is None for f in new):
             raise ValueError(f"the video ended before frame {win.stop} of the {total} it was said to have")
         pixels = torch.stack(new) if held_source is None else torch.cat([held_source, torch.stack(new)])
-        if kf_source is not None:
+        if n == 0 and config.shares:  # the keyframes are edited first, once the frame size is known
             _check_frame_size(keyframes, tuple(pixels.shape[1:3]), "the keyframes")
+            kf_source = _encode_keyframes(codec, keyframes)
+            kf_edited = edit(WindowJob(index=-1, source=kf_source))
         job = _window_job(n, pixels, held_edited, kf_source, kf_edited, codec, config)
         edited = codec.decode(edit(job)[:, :, job.prefix:])
         if held_edited is not None:  # cross-fade the overlap: previous window's frames -> this window's
             ramp = overlap_ramp(held_edited.shape[0])[:, None, None, None]
             edited[: held_edited.shape[0]] = (1 - ramp) * held_edited + ramp * edited[: held_edited.shape[0]]
         held = config.overlap if n + 1 < len(windows) else 0
-        stats.peak_frames_held = max(stats.peak_frames_held, pixels.shape[0] + (
-            0 if kf_source is None else 2 * kf_source.shape[2]) + (0 if held_edited is None else held_edited.shape[0]))
+        keyframes_held = 0 if kf_source is None else 2 * kf_source.shape[2]         # source and edited
+        tail_held = 0 if held_edited is None else held_edited.shape[0]
+        stats.peak_frames_held = max(stats.peak_frames_held, pixels.shape[0] + keyframes_held + tail_held)
         for frame in edited[: edited.shape[0] - held]:
             stats.frames_out += 1
             yield frame

@@ -140,11 +140,15 @@ def test_memory_is_bounded_by_the_window():
     assert held[0] <= held[1] == held[2] <= 8 + 2 + 2 * 3
 
 
-def test_a_keyframe_of_another_size_is_refused():
-    frames = clip(14)
+def test_a_keyframe_of_another_size_is_refused_before_any_edit():
+    frames, editor = clip(14), RecordingEditor()
     with pytest.raises(ValueError, match="keyframes are 8x8 but the video's frames are 16x16"):
         list(edit_long_video(iter(frames), total=14, keyframes=clip(3, size=8), codec=CODEC,
-                             edit=RecordingEditor(), config=WindowConfig(window=8, keyframes=3)))
+                             edit=editor, config=WindowConfig(window=8, keyframes=3)))
+    assert editor.jobs == []
+    with pytest.raises(ValueError, match=r"sharing needs the 3 keyframes at frames \[0, 6, 13\]"):
+        list(edit_long_video(iter(frames), total=14, keyframes=clip(2), codec=CODEC,
+                             edit=editor, config=WindowConfig(window=8, keyframes=3)))
 
 
 def test_a_video_shorter_than_announced_is_named():
