@@ -8,8 +8,8 @@ import torch
 
 import comfy.model_management
 import comfy.sample
-import comfy.utils
 import folder_paths
+import latent_preview
 from comfy_api.latest import io
 
 from ..imvideoedit_core.long_video import EditWindowFn, WindowConfig, WindowJob, edit_video_file
@@ -60,9 +60,10 @@ def comfy_window_editor(model, positive: list, negative: list, *, seed: int, ste
             latent_image = torch.where(keep > 0, job.known, job.source)
             noise_mask = 1 - keep
         noise = comfy.sample.prepare_noise(job.source, seed + 1 + job.index)
+        callback = latent_preview.prepare_callback(m, steps)  # progress, preview, and the cancel button
         return comfy.sample.sample(m, noise, steps, cfg, solver, "simple", with_source(positive, job.source),
                                    with_source(negative, job.source), latent_image, noise_mask=noise_mask,
-                                   seed=seed + 1 + job.index).cpu()
+                                   callback=callback, seed=seed + 1 + job.index).cpu()
     return edit
 
 
@@ -127,11 +128,8 @@ class LongVideoEdit(io.ComfyNode):
                                                                        folder_paths.get_output_directory())
         os.makedirs(folder, exist_ok=True)
         output = os.path.join(folder, f"{name}_{counter:05}_.mp4")
-        bar = comfy.utils.ProgressBar(1)
-
-        def on_window(done: int, total: int) -> None:
+        def on_window(done: int, total: int) -> None:  # each window shows its own step progress and preview
             comfy.model_management.throw_exception_if_processing_interrupted()
-            bar.update_absolute(done, total)
 
         edit = comfy_window_editor(model, positive, negative, seed=seed, steps=steps, cfg=cfg, shift=shift,
                                    solver=solver)

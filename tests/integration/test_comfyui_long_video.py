@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -26,9 +28,11 @@ class StandInVideoVAE(StandInVAE):
 
 @pytest.fixture
 def video_file(comfyui):
+    """A 21-frame clip in the input folder; what the node writes under output/imve_test is removed afterwards."""
     frames = torch.rand(21, 32, 48, 3, generator=torch.Generator().manual_seed(0))
     write_video(comfyui.base / "input" / "long_clip.mp4", frames, fps=8)
-    return "long_clip.mp4"
+    yield "long_clip.mp4"
+    shutil.rmtree(comfyui.base / "output" / "imve_test", ignore_errors=True)
 
 
 def run_node(comfyui, model, **overrides):
@@ -101,3 +105,26 @@ def test_shared_keyframes_match_the_core_engine(comfyui, tiny_wan, adapter_file)
                           shared=model.model.process_latent_in(shared)).latent
     got = model.model.process_latent_in(out)
     torch.testing.assert_close(got, ref, atol=2e-4, rtol=1e-4)
+
+
+def test_cancel_between_steps_leaves_no_output_file(comfyui, tiny_wan, adapter_file, video_file, monkeypatch):
+    import comfy.model_management as mm
+    import latent_preview
+    model, _ = tiny_wan
+    patched, _ = patched_model(comfyui, model)
+    calls = []
+
+    def cancelling(model, steps, x0_output_dict=None):
+        calls.append(steps)
+
+        def callback(step, x0, x, total):
+            if len(calls) == 3 and step == 1:  # during the third window
+                mm.interrupt_current_processing(True)
+                mm.throw_exception_if_processing_interrupted()
+        return callback
+
+    monkeypatch.setattr(latent_preview, "prepare_callback", cancelling)
+    with pytest.raises(mm.InterruptProcessingException):
+        run_node(comfyui, patched, sharing="off")
+    leftovers = [p for p in (comfyui.base / "output").rglob("*") if p.is_file()]
+    assert not leftovers  # the mp4 is written atomically: no half-written file, no temporary file
