@@ -3,8 +3,9 @@
 A clip longer than the backbone's window is edited window by window, in order, so memory is bounded by one window
 (plus the keyframes), never by the clip:
 
-1. Keyframes (``keyframes`` evenly spaced frames) are edited first, together, as one short clip.
-2. Every window is sampled with the edited keyframes shared in two ways (each can be switched off):
+1. Keyframes (``keyframes`` evenly spaced frames; none by default) are edited first, together, as one short clip.
+2. Every window is sampled with the edited keyframes shared in two ways (each can be switched on or off; on
+   ToyWorld the adapter way cuts drift but costs fidelity, see docs/toyworld.md):
    - attention: the keyframes are prepended to the window as frames pinned to their edited latent (noised to the
      current level at every step), so the window's 3D self-attention sees the edit the keyframes agreed on;
    - adapter: PU-SDA of every frame attends to the edited keyframes' keys/values as well as its source frame's.

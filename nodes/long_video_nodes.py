@@ -73,9 +73,9 @@ class LongVideoEdit(io.ComfyNode):
         return io.Schema(
             node_id=NODE_IDS["long_video_edit"], display_name="IMVE Long Video Edit", category=CATEGORY,
             description="Edits a video of any length from the input folder into output/, window by window: "
-                        "memory is bounded by one window, not by the video. Keyframes spread over the video are "
-                        "edited first and shared with every window so that all windows agree on the edit; "
-                        "consecutive windows overlap and are cross-faded.",
+                        "memory is bounded by one window, not by the video. Consecutive windows overlap and are "
+                        "cross-faded. With sharing on, keyframes spread over the video are edited first and "
+                        "shared with every window, to keep the edit the same from window to window.",
             is_output_node=True,
             inputs=[io.Model.Input("model", tooltip="The MODEL from IMVE Apply Adapter"),
                     io.Vae.Input("vae", tooltip="The Wan 2.1 VAE (Load VAE)"),
