@@ -12,6 +12,7 @@ from comfy_api.latest import io
 
 from ..imvideoedit_core.degrade import MOTIONS, TEMPORAL_FILLS, DegradeConfig, animate_image, degrade_latent
 from .catalog import CATEGORY, NODE_IDS
+from .edit_nodes import source_samples
 
 
 class DegradeLatent(io.ComfyNode):
@@ -36,11 +37,7 @@ class DegradeLatent(io.ComfyNode):
 
     @classmethod
     def execute(cls, latent: dict, spatial_factor: int, temporal_factor: int, temporal_fill: str) -> io.NodeOutput:
-        samples = latent.get("samples") if isinstance(latent, dict) else None
-        if samples is None or samples.ndim != 5:
-            shape = None if samples is None else tuple(samples.shape)
-            raise ValueError(f"expected a video LATENT (batch, 16, frames, height, width), got {shape}: connect "
-                             "the latent output of IMVE Edit Conditioning")
+        samples = source_samples(latent)
         config = DegradeConfig(spatial_factor=spatial_factor, temporal_factor=temporal_factor,
                                temporal_fill=temporal_fill)
         return io.NodeOutput({**latent, "samples": degrade_latent(samples, config)})

@@ -18,6 +18,16 @@ from .host import CACHE_OPTION, SOURCE_COND, find_wrapper
 SOLVERS = ("euler", "heun")  # ComfyUI sampler names of the core's two solvers
 
 
+def source_samples(latent: dict) -> torch.Tensor:
+    """The samples of a video LATENT (batch, 16, frames, height, width), or a ValueError that says what to connect."""
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if samples is None or samples.ndim != 5:
+        shape = None if samples is None else tuple(samples.shape)
+        raise ValueError(f"expected a video LATENT (batch, 16, frames, height, width), got {shape}: connect the "
+                         "latent output of IMVE Edit Conditioning")
+    return samples
+
+
 def with_source(conditioning: list, latent: torch.Tensor) -> list:
     """A copy of a CONDITIONING whose every entry carries the source latent as a model input."""
     return [[cond, {**extra, "model_conds": {**extra.get("model_conds", {}),

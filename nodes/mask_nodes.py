@@ -16,6 +16,7 @@ from comfy_api.latest import io
 from ..imvideoedit_core.clip_policy import TIME_STRIDE
 from ..imvideoedit_core.masks import BOUNDARIES, MaskBoundary, binary, edit_weight, latent_mask, step_index
 from .catalog import CATEGORY, NODE_IDS
+from .edit_nodes import source_samples
 
 VAE_STRIDE = 8  # Wan 2.1 VAE: 8x8 pixels per latent pixel
 
@@ -30,15 +31,6 @@ class ProgressiveBand:
         step, total = step_index(float(sigma.flatten()[0]), extra_options["sigmas"])
         weight = edit_weight(denoise_mask[:, :1], boundary=self.boundary, step=step, total=total)  # (B, 1, F, h, w)
         return weight.expand_as(denoise_mask)
-
-
-def source_samples(latent: dict) -> torch.Tensor:
-    samples = latent.get("samples") if isinstance(latent, dict) else None
-    if samples is None or samples.ndim != 5:
-        shape = None if samples is None else tuple(samples.shape)
-        raise ValueError(f"expected a video LATENT (batch, 16, frames, height, width), got {shape}: connect the "
-                         "latent output of IMVE Edit Conditioning")
-    return samples
 
 
 def with_boundary(model, boundary: MaskBoundary):
