@@ -20,7 +20,7 @@ import torch
 from imvideoedit_core.adapter_file import load_adapter
 from imvideoedit_core.video_io import write_video
 
-from . import world
+from . import judge, world
 from .evaluate import EvalConfig, edit_success, eval_examples, gate_heat_map, make_batch, run_adapter, write_sheet
 from .models import ADAPTER_FILE, MODELS_DIR, load_models
 
@@ -46,7 +46,8 @@ def run(out: Path, *, kind: str = "recolor", index: int = 0, models_dir: Path = 
                 out / "side_by_side.png")
     return {"instruction": example.instruction, "source_caption": example.source_caption,
             "mp4": str(out / "edited.mp4"), "codec": video.codec, "png": str(out / "side_by_side.png"),
-            "success": edit_success(frames, example), "digest": frames_digest(frames)}
+            "success": edit_success(frames, example), "judge": judge.judge_edit(frames, example).as_dict(),
+            "digest": frames_digest(frames)}
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ Systems (all from the same frozen backbone, text encoder, seed and sampler setti
     oracle       the adapter trained on video pairs with the same steps and frames per batch
     no_gate, blind_gate, unfrozen   ablations (see train_adapter.py); cache_off is checked to equal ours
     ours_tpos    ours trained with image pairs at random temporal RoPE positions
+    gate_loss    ours with the gate also taught the pairs' difference masks (an auxiliary loss)
+    ffn_lora     ours plus a LoRA on the backbone's FFNs, trained on the same image pairs
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from imvideoedit_core.metrics import evaluate_edit
 from imvideoedit_core.sampling import SamplerConfig, backbone_velocity, edit_latent, sample_from, seeded_noise
 from imvideoedit_core.streams import TwoStreamRunner
 
-from . import world
+from . import judge, world
 from .models import ADAPTER_FILE, CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
 from .report import keep_feature_results
 from .train_adapter import RUNS_DIR
@@ -48,7 +50,7 @@ REPORT = ROOT / "docs" / "toyworld.md"
 SHEETS = ROOT / "docs" / "toyworld"
 SUCCESS_MAE = 0.1  # an edit succeeds when its mean absolute error to the ground truth inside the edit region is below
 METRICS = ("psnr_target", "ssim_target", "psnr_source_outside", "success", "warp_error", "flicker",
-           "motion_preservation")
+           "motion_preservation", *judge.EDIT_AXES)
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ def systems(models: ToyModels, ours, cfg: EvalConfig, folders: Folders) -> dict[
              "per_frame": lambda b: run_per_frame(models, ours, b, cfg)}
     for s in cfg.dtr_strengths:
         table[f"dtr_{s}"] = lambda b, s=s: run_dtr(models, b, cfg, s)
-    for name in ("oracle", "no_gate", "blind_gate", "unfrozen", "ours_tpos"):
+    for name in ("oracle", "no_gate", "blind_gate", "unfrozen", "ours_tpos", "gate_loss", "ffn_lora"):
         path = folders.runs / f"{name}.safetensors"
         if not path.is_file():
             print(f"skipping {name}: {path} not found (python -m bench.toyworld.train_adapter --variant {name})")
@@ -160,11 +162,17 @@ def edit_success(edited: torch.Tensor, example: world.EditExample) -> float:
     return float(error < SUCCESS_MAE)
 
 
-def score(edited: torch.Tensor, example: world.EditExample) -> dict[str, float]:
+def score(edited: torch.Tensor, example: world.EditExample) -> dict[str, float | None]:
+    """Pixel metrics against the ground truth, and the judge's axes where the example has its scene description
+    for exactly these frames (a hand-made pixel edit or a slice of a clip has none: None)."""
     m = evaluate_edit(edited, example.source_frames, target=example.target_frames, mask=example.edit_mask)
-    return {"psnr_target": m.psnr_target, "ssim_target": m.ssim_target, "psnr_source_outside": m.psnr_source_outside,
-            "success": edit_success(edited, example), "warp_error": m.warp_error, "flicker": m.flicker,
-            "motion_preservation": m.motion_preservation}
+    scores = {"psnr_target": m.psnr_target, "ssim_target": m.ssim_target, "psnr_source_outside": m.psnr_source_outside,
+              "success": edit_success(edited, example), "warp_error": m.warp_error, "flicker": m.flicker,
+              "motion_preservation": m.motion_preservation}
+    scene = getattr(example, "target_scene", None)
+    judged = scene is not None and scene.frames == edited.shape[0]
+    axes = judge.judge_edit(edited, example).as_dict() if judged else dict.fromkeys(judge.EDIT_AXES)
+    return {**scores, **axes}
 
 
 def _mean(values: list[float]) -> float | None:
