@@ -105,6 +105,7 @@ class _Active:
     source: SourceStream
     strength: float
     record_gates: bool
+    gate_grad: bool = False                # keep the recorded gates in the autograd graph (the gate loss)
     text: torch.Tensor | None = None       # (B, D) pooled context, computed at the first hook
     time_feat: torch.Tensor | None = None  # (B, T)
     gates: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -163,7 +164,7 @@ class TwoStreamRunner:
                 output, active.source.features(index, output.device), text=active.text,
                 time_feat=active.time_feat, grid=ctx.grid, strength=active.strength)
             if active.record_gates:
-                active.gates[index] = step.gate.detach()
+                active.gates[index] = step.gate if active.gate_grad else step.gate.detach()
             return step.tokens
         return hook
 
@@ -196,15 +197,17 @@ class TwoStreamRunner:
         return features, ctx.grid
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, source: SourceStream, *,
-                 return_gates: bool = False) -> StreamOutput:
-        """Velocity for the target x (B, C, F, H, W) at timesteps t (B,) with the adapter applied."""
+                 return_gates: bool = False, gate_grad: bool = False) -> StreamOutput:
+        """Velocity for the target x (B, C, F, H, W) at timesteps t (B,) with the adapter applied.
+
+        ``return_gates``: each adapted block's gate maps too; ``gate_grad``: still attached to the graph."""
         if not self.attached:
             raise RuntimeError("attach() the runner (or use it as a context manager) before calling it")
         if source.latent.shape[0] != x.shape[0] or source.latent.shape[2:] != x.shape[2:]:
             raise ValueError(f"source latent {tuple(source.latent.shape)} does not match target "
                              f"{tuple(x.shape)} (batch, frames, height and width must agree)")
         source.begin_step()
-        active = _Active(source=source, strength=self.strength, record_gates=return_gates)
+        active = _Active(source=source, strength=self.strength, record_gates=return_gates, gate_grad=gate_grad)
         try:
             velocity = self.backbone(x, t, context, extras={EXTRAS_KEY: active}, frame_offset=source.frame_offset)
         finally:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import torch.nn.functional as F
 from safetensors import safe_open
 
 from .adapter_file import STATE_FORMAT, atomic_save_safetensors, save_adapter
@@ -46,6 +47,7 @@ class TrainConfig:
     context_dropout: float = 0.1  # share of samples trained with the empty instruction (for guidance)
     sigma_shift: float = 1.0     # training noise levels: shift(uniform(0, 1))
     max_frame_offset: int = 0    # place each step's clips at a random temporal RoPE position in [0, this]
+    gate_loss: float = 0.0       # weight of the auxiliary loss that teaches the gate where the pair differs; 0 = off
     seed: int = 0
     save_every: int = 0          # write the adapter and resume state every N steps; 0 = at the end only
 
@@ -58,6 +60,7 @@ class TrainConfig:
                   (self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}"),
                   (self.sigma_shift > 0, f"sigma_shift must be positive, got {self.sigma_shift}"),
                   (self.max_frame_offset >= 0, f"max_frame_offset must be >= 0, got {self.max_frame_offset}"),
+                  (self.gate_loss >= 0, f"gate_loss must be >= 0 (0 = off), got {self.gate_loss}"),
                   (self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}")]
         for ok, message in checks:
             if not ok:
@@ -72,6 +75,16 @@ class LatentBatch:
     target: torch.Tensor         # (B, C, 1, h, w)
     context: torch.Tensor        # (B, L_text, text_dim)
     empty_context: torch.Tensor  # (1, L_text', text_dim): the empty instruction, for context dropout
+    edit_mask: torch.Tensor | None = None  # (B, h, w) share of changed pixels per latent cell, for the gate loss
+
+
+CHANGED_PIXEL = 0.1  # a pixel changed when a channel differs by more than this (0..1 images)
+
+
+def difference_mask(source: torch.Tensor, target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Images (B, 3, H, W) in 0..1 -> (B, h, w): the share of pixels of each latent cell that the edit changed."""
+    changed = ((source - target).abs().amax(dim=1, keepdim=True) > CHANGED_PIXEL).float()  # (B, 1, H, W)
+    return F.adaptive_avg_pool2d(changed, size)[:, 0]
 
 
 class BatchSource(Protocol):
@@ -104,25 +117,45 @@ class EncodedPairs:
         indices = self._batches(step // per_epoch, rank, world_size)[step % per_epoch]
         pairs = collate([self.dataset[i] for i in indices]).to(self.device)
         with torch.no_grad():
-            return LatentBatch(source=self.encode_images(pairs.source), target=self.encode_images(pairs.target),
-                               context=self.encode_text(pairs.instructions), empty_context=self.encode_text([""]))
+            source, target = self.encode_images(pairs.source), self.encode_images(pairs.target)
+            return LatentBatch(source=source, target=target, context=self.encode_text(pairs.instructions),
+                               empty_context=self.encode_text([""]),
+                               edit_mask=difference_mask(pairs.source, pairs.target, source.shape[-2:]))
 
 
 class FlowMatchingLoss(nn.Module):
-    """Loss of the target stream at noise level sigma; the source stream sees the clean source at t=0."""
+    """Loss of the target stream at noise level sigma; the source stream sees the clean source at t=0.
 
-    def __init__(self, runner: TwoStreamRunner):
+    With ``gate_loss`` > 0 and a batch that carries its ``edit_mask``, each block's gate is also pulled towards
+    the share of changed pixels under its token (binary cross-entropy), so that g = 1 means "edited here".
+    """
+
+    def __init__(self, runner: TwoStreamRunner, gate_loss: float = 0.0):
         super().__init__()
         self.backbone = runner.backbone
         self.adapter = runner.adapter
         self.runner = runner
+        self.gate_loss = gate_loss
 
     def forward(self, batch: LatentBatch, context: torch.Tensor, sigma: torch.Tensor,
                 noise: torch.Tensor, frame_offset: int = 0) -> torch.Tensor:
         x = noised(batch.target, noise, sigma.view(-1, 1, 1, 1, 1))      # (B, C, 1, h, w)
         source = self.runner.source(batch.source, context, frame_offset=frame_offset)
-        velocity = self.runner(x, 1000.0 * sigma, context, source).velocity
-        return torch.nn.functional.mse_loss(velocity.float(), (noise - batch.target).float())
+        supervise = bool(self.gate_loss) and batch.edit_mask is not None
+        out = self.runner(x, 1000.0 * sigma, context, source, return_gates=supervise, gate_grad=supervise)
+        loss = F.mse_loss(out.velocity.float(), (noise - batch.target).float())
+        if supervise:
+            loss = loss + self.gate_loss * gate_mask_loss(out.gates, batch.edit_mask)
+        return loss
+
+
+def gate_mask_loss(gates: dict[int, torch.Tensor], edit_mask: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of every block's gate (B, F, H', W') against the edit mask (B, h, w)."""
+    losses = []
+    for gate in gates.values():
+        target = F.adaptive_avg_pool2d(edit_mask[:, None].to(gate.device, torch.float32), gate.shape[-2:])
+        losses.append(F.binary_cross_entropy(gate.float().clamp(1e-6, 1 - 1e-6), target.expand_as(gate)))
+    return torch.stack(losses).mean()
 
 
 class EMA:
@@ -191,14 +224,15 @@ def _lr_at(cfg: TrainConfig, step: int) -> float:
 # -- resume state: adapter, EMA and AdamW moments in one safetensors file --
 
 def save_train_state(path: Path, adapter: nn.Module, optimizer: torch.optim.Optimizer, ema: EMA | None,
-                     step: int, cfg: TrainConfig) -> None:
+                     step: int, config: dict) -> None:
+    """``config``: the run's settings as JSON-able values (recorded, so that a resume can check them)."""
     tensors = {f"adapter.{k}": v for k, v in adapter.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.shadow.items()})
     for index, state in optimizer.state_dict()["state"].items():
         tensors.update({f"optim.{index}.{k}": torch.as_tensor(v) for k, v in state.items()})
     meta = {"format": STATE_FORMAT, "step": str(step),
-            "train_config": json.dumps(dataclasses.asdict(cfg), sort_keys=True)}
+            "train_config": json.dumps(config, sort_keys=True)}
     atomic_save_safetensors(tensors, path, meta)
 
 
@@ -234,7 +268,7 @@ def _save(out: Path, runner: TwoStreamRunner, optimizer, ema: EMA | None, step: 
     summary = {**info, "steps": step, "train_config": dataclasses.asdict(cfg),
                "world_size": distributed_info()[1], "recent_loss": sum(window) / max(len(window), 1)}
     weights = ema.shadow if ema is not None else None
-    save_train_state(state_path(out), runner.adapter, optimizer, ema, step, cfg)
+    save_train_state(state_path(out), runner.adapter, optimizer, ema, step, dataclasses.asdict(cfg))
     save_adapter(out, runner.adapter, training=summary, state_dict=weights)
 
 
@@ -293,7 +327,7 @@ def train_adapter(runner: TwoStreamRunner, data: BatchSource, cfg: TrainConfig, 
     start = 0
     if resume and out is not None and state_path(out).is_file():
         start = load_train_state(state_path(out), adapter, optimizer, ema)
-    loss_module: nn.Module = FlowMatchingLoss(runner)
+    loss_module: nn.Module = FlowMatchingLoss(runner, gate_loss=cfg.gate_loss)
     if world > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
     trainer = _Trainer(loss_module=loss_module, adapter=adapter, trainable=trainable, optimizer=optimizer, ema=ema,

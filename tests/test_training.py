@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -19,8 +20,8 @@ from imvideoedit_core.pairs import PairDataset
 from imvideoedit_core.sampling import SamplerConfig, edit_latent
 from imvideoedit_core.standins import ByteTextEncoder, PatchCodec
 from imvideoedit_core.streams import TwoStreamRunner
-from imvideoedit_core.training import (EncodedPairs, FlowMatchingLoss, TrainConfig, TrainingCancelled,
-                                       state_path, train_adapter)
+from imvideoedit_core.training import (EncodedPairs, FlowMatchingLoss, LatentBatch, TrainConfig,
+                                       TrainingCancelled, difference_mask, state_path, train_adapter)
 
 
 def eval_loss(runner: TwoStreamRunner, data: ReconstructionPairs) -> float:
@@ -211,3 +212,50 @@ def test_random_frame_offsets_change_training_but_stay_deterministic():
     assert torch.equal(adapter_weights(shifted)[key], adapter_weights(again)[key])
     with pytest.raises(ValueError, match="max_frame_offset must be >= 0"):
         TrainConfig(max_frame_offset=-1)
+
+
+class MaskedPairs(ReconstructionPairs):
+    """ReconstructionPairs whose edit mask says the left half of every latent changed."""
+
+    def batch(self, step: int, *, rank: int, world_size: int) -> LatentBatch:
+        batch = super().batch(step, rank=rank, world_size=world_size)
+        mask = torch.zeros(batch.source.shape[0], *batch.source.shape[-2:])
+        mask[..., : mask.shape[-1] // 2] = 1.0
+        return dataclasses.replace(batch, edit_mask=mask)
+
+
+def _mean_gate(runner: TwoStreamRunner, data: MaskedPairs) -> tuple[float, float]:
+    """Mean gate over every block at a mid noise level: (left half, right half)."""
+    batch = data.batch(0, rank=0, world_size=1)
+    with runner, torch.no_grad():
+        source = runner.source(batch.source, batch.context)
+        out = runner(batch.target, torch.full((2,), 500.0), batch.context, source, return_gates=True)
+    gates = torch.stack(list(out.gates.values()))  # (blocks, B, 1, H', W')
+    half = gates.shape[-1] // 2
+    return gates[..., :half].mean().item(), gates[..., half:].mean().item()
+
+
+def test_gate_loss_teaches_the_gate_where_the_pair_changed():
+    runner, data = tiny_runner(), MaskedPairs()
+    assert _mean_gate(runner, data) == pytest.approx((0.5, 0.5), abs=0.05)  # untrained: no opinion
+    train_adapter(runner, data, TrainConfig(steps=150, batch_size=2, lr=1e-2, context_dropout=0.0, gate_loss=1.0))
+    inside, outside = _mean_gate(runner, data)
+    assert inside > 0.8 and outside < 0.2, (inside, outside)
+
+
+def test_gate_loss_is_only_a_loss_term_when_the_batch_has_a_mask():
+    runner, data = tiny_runner(), ReconstructionPairs()  # no edit_mask: the plain flow-matching loss
+    a = train_adapter(runner, data, TrainConfig(steps=3, batch_size=2, lr=1e-3, gate_loss=1.0)).losses
+    b = train_adapter(tiny_runner(), data, TrainConfig(steps=3, batch_size=2, lr=1e-3)).losses
+    assert a == b
+
+
+def test_difference_mask_is_the_share_of_changed_pixels_per_latent_cell():
+    source = torch.zeros(1, 3, 4, 4)
+    target = source.clone()
+    target[0, 1, 0, 0] = 0.5    # one pixel of the top-left 2x2 cell changes a lot
+    target[0, :, 3, 3] = 0.05   # a small change (below the threshold) is not an edit
+    mask = difference_mask(source, target, (2, 2))
+    assert mask.tolist() == [[[0.25, 0.0], [0.0, 0.0]]]
+    with pytest.raises(ValueError, match="gate_loss must be >= 0"):
+        TrainConfig(gate_loss=-1.0)

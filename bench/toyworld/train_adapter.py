@@ -12,6 +12,10 @@ Variants (same steps, batch and seed; the oracle's batch holds the same number o
                 (+ runs/unfrozen.self_attn.safetensors)
     ours_tpos   image pairs placed at a random temporal RoPE position 0-7  -> runs/ours_tpos.safetensors
                 (still one-frame videos: removes the position-0 bias of image training)
+    gate_loss   ours, plus an auxiliary loss that pulls each block's gate   -> runs/gate_loss.safetensors
+                towards the pair's difference mask (g = 1 where the pair differs)
+    ffn_lora    ours, plus a rank-8 LoRA on every backbone FFN (the 3D     -> runs/ffn_lora.safetensors
+                self-attention stays frozen)
 Pairs are drawn on the fly from training-split seeds (an endless stream, never an evaluation scene).
 """
 
@@ -30,14 +34,15 @@ from safetensors.torch import save_file
 from imvideoedit_core.adapter import build_adapter
 from imvideoedit_core.config import AdapterConfig, adapter_preset
 from imvideoedit_core.streams import TwoStreamRunner
-from imvideoedit_core.training import LatentBatch, TrainConfig, train_adapter
+from imvideoedit_core.training import LatentBatch, TrainConfig, difference_mask, train_adapter
 
 from . import world
 from .models import ADAPTER_FILE, CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
 from .pretrain import train_seed
 
 RUNS_DIR = Path(__file__).resolve().parent / "runs"
-VARIANTS = ("ours", "oracle", "no_gate", "blind_gate", "unfrozen", "ours_tpos")
+VARIANTS = ("ours", "oracle", "no_gate", "blind_gate", "unfrozen", "ours_tpos", "gate_loss", "ffn_lora")
+GATE_LOSS = 0.1  # weight of the gate's auxiliary loss in the gate_loss variant
 IMAGE_BATCH = 16
 VIDEO_FRAMES = 8
 
@@ -53,16 +58,21 @@ class ToyEditPairs:
         examples = [world.make_example(train_seed(self.seed, step * world_size + rank, i), size=FRAME_SIZE,
                                        frames=self.frames) for i in range(self.batch_size)]
         with torch.no_grad():
-            return LatentBatch(source=torch.cat([CODEC.encode(e.source_frames) for e in examples]),
-                               target=torch.cat([CODEC.encode(e.target_frames) for e in examples]),
+            source = torch.cat([CODEC.encode(e.source_frames) for e in examples])  # (B, C, T, h, w)
+            mask = None
+            if self.frames == 1:  # image pairs tell where they differ (the gate loss reads it)
+                mask = difference_mask(torch.cat([e.source_frames for e in examples]).permute(0, 3, 1, 2),
+                                       torch.cat([e.target_frames for e in examples]).permute(0, 3, 1, 2),
+                                       source.shape[-2:])
+            return LatentBatch(source=source, target=torch.cat([CODEC.encode(e.target_frames) for e in examples]),
                                context=self.models.text_encoder([e.instruction for e in examples]),
-                               empty_context=self.empty)
+                               empty_context=self.empty, edit_mask=mask)
 
 
 def adapter_config(variant: str) -> AdapterConfig:
     base = adapter_preset("toy")
     gate = {"no_gate": "none", "blind_gate": "blind"}.get(variant, "text")
-    return dataclasses.replace(base, gate=gate)
+    return dataclasses.replace(base, gate=gate, lora_rank=8 if variant == "ffn_lora" else 0)
 
 
 def output_path(variant: str, *, models_dir: Path = MODELS_DIR, runs_dir: Path = RUNS_DIR) -> Path:
@@ -80,7 +90,8 @@ def train_variant(variant: str, *, steps: int, seed: int, models_dir: Path = MOD
     extra = [p for b in models.backbone.blocks for p in b.self_attn.parameters()] if variant == "unfrozen" else []
     offsets = VIDEO_FRAMES - 1 if variant == "ours_tpos" else 0
     cfg = TrainConfig(steps=steps, batch_size=data.batch_size, lr=1e-3, warmup_steps=100, ema_decay=0.995,
-                      context_dropout=0.1, seed=seed, max_frame_offset=offsets)
+                      context_dropout=0.1, seed=seed, max_frame_offset=offsets,
+                      gate_loss=GATE_LOSS if variant == "gate_loss" else 0.0)
     out = out or output_path(variant, models_dir=models_dir, runs_dir=runs_dir)
     start = time.perf_counter()
     result = train_adapter(runner, data, cfg, out_path=out, extra_parameters=extra,
