@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import math
 
+import pytest
+import torch
+from safetensors.torch import load_file
+
 from bench.toyworld import world
 from bench.toyworld.evaluate import METRICS
+from bench.toyworld.models import BACKBONE_FILE, TEXT_FILE
 from bench.toyworld.pipeline import run
+from bench.toyworld.pretrain import STATE_FILE, PretrainConfig, pretrain
 from bench.toyworld.train_adapter import VARIANTS
 
-SYSTEMS = {"ours", "per_frame", "dtr_0.5", "dtr_0.75", "oracle", "no_gate", "blind_gate", "unfrozen", "ours_tpos"}
+SYSTEMS = {"ours", "per_frame", "dtr_0.5", "dtr_0.75", "oracle", "no_gate", "blind_gate", "unfrozen", "ours_tpos",
+           "gate_loss", "ffn_lora"}
 
 
 def test_quick_pipeline_runs_every_stage(tmp_path):
@@ -26,3 +33,22 @@ def test_quick_pipeline_runs_every_stage(tmp_path):
         assert set(metrics) == set(METRICS), name
         assert all(metrics[m] is None or math.isfinite(metrics[m]) for m in METRICS), (name, metrics)
     assert len(world.EDIT_KINDS) == 5
+
+
+def test_pretraining_resumes_exactly_where_a_cut_off_run_stopped(tmp_path):
+    cfg = PretrainConfig(steps=4, video_batch=1, image_batch=2, warmup=2)
+    pretrain(cfg, tmp_path / "straight", save_every=100)
+    cut = tmp_path / "cut"
+    first = pretrain(cfg, cut, minutes=0.0, save_every=100)  # a chunk that stops at once still saves its state
+    assert first["steps"] == 0 and (cut / STATE_FILE).is_file()
+    pretrain(PretrainConfig(steps=4, video_batch=1, image_batch=2, warmup=2), cut, minutes=math.inf, save_every=2)
+    for name in (BACKBONE_FILE, TEXT_FILE):
+        a, b = load_file(str(tmp_path / "straight" / name)), load_file(str(cut / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert load_file(str(cut / BACKBONE_FILE))["head.head.weight"].dtype == torch.float16  # EMA weights, fp16
+
+
+def test_pretraining_refuses_to_continue_a_run_with_other_settings(tmp_path):
+    pretrain(PretrainConfig(steps=2, video_batch=1, image_batch=2, warmup=1), tmp_path)
+    with pytest.raises(ValueError, match="steps differ.*another --out"):
+        pretrain(PretrainConfig(steps=3, video_batch=1, image_batch=2, warmup=1), tmp_path)

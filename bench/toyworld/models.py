@@ -56,12 +56,19 @@ class ToyModels:
     codec: PatchCodec = CODEC
 
 
-def save_models(folder: Path, models: ToyModels, *, summary: dict) -> None:
-    """Backbone and text encoder as two safetensors files whose metadata says what they are."""
+def save_models(folder: Path, models: ToyModels, *, summary: dict,
+                state_dicts: dict[str, dict[str, torch.Tensor]] | None = None) -> None:
+    """Backbone and text encoder as two safetensors files whose metadata says what they are.
+
+    ``state_dicts`` ({"backbone": ..., "text_encoder": ...}) replaces the modules' own weights, e.g. with EMA
+    weights in float16; loading casts them back to the modules' float32.
+    """
     meta = {"summary": json.dumps(summary, sort_keys=True)}
-    atomic_save_safetensors(models.backbone.state_dict(), folder / BACKBONE_FILE,
+    state_dicts = state_dicts or {"backbone": models.backbone.state_dict(),
+                                  "text_encoder": models.text_encoder.state_dict()}
+    atomic_save_safetensors(state_dicts["backbone"], folder / BACKBONE_FILE,
                             {**meta, "format": "toyworld-backbone", "config": models.backbone.config.to_json()})
-    atomic_save_safetensors(models.text_encoder.state_dict(), folder / TEXT_FILE,
+    atomic_save_safetensors(state_dicts["text_encoder"], folder / TEXT_FILE,
                             {**meta, "format": "toyworld-text-encoder",
                              "config": json.dumps(models.text_encoder.config())})
 

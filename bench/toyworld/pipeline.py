@@ -29,11 +29,11 @@ def run(*, quick: bool, out: Path | None, pretrain_minutes: float, adapter_steps
     folders.runs.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if quick:
-        pre = PretrainConfig(steps=4, minutes=1.0, video_batch=2, image_batch=4)
+        pre = PretrainConfig(steps=4, video_batch=2, image_batch=4, warmup=2)
         adapter_steps, evaluation = 2, EvalConfig(per_kind=1, steps=2)
     else:
-        pre, evaluation = PretrainConfig(minutes=pretrain_minutes), EvalConfig()
-    summary = {"pretrain": pretrain(pre, folders.models, log_every=500)}
+        pre, evaluation = PretrainConfig(), EvalConfig()
+    summary = {"pretrain": pretrain(pre, folders.models, minutes=pretrain_minutes, log_every=500)}
     summary["adapters"] = [train_variant(v, steps=adapter_steps, seed=0, models_dir=folders.models,
                                          runs_dir=folders.runs) for v in VARIANTS]
     results = evaluate(evaluation, folders=folders, write_docs=not quick)
@@ -49,7 +49,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="scratch folder (required with --quick)")
-    parser.add_argument("--pretrain-minutes", type=float, default=55.0)
+    parser.add_argument("--pretrain-minutes", type=float, default=float("inf"),
+                        help="stop pretraining after this long (rerun to continue it where it stopped)")
     parser.add_argument("--adapter-steps", type=int, default=3000)
     args = parser.parse_args()
     if args.quick and args.out is None:

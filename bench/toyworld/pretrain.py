@@ -1,45 +1,67 @@
 """Pretrain the ToyWorld text-to-video backbone and its text encoder (flow matching, captioned videos and frames).
 
-    python -m bench.toyworld.pretrain --minutes 60          # the shipped models (2 CPU cores)
+    python -m bench.toyworld.pretrain --minutes 60          # one chunk of the shipped run; run it again to go on
     python -m bench.toyworld.pretrain --quick --out /tmp/tw  # a smoke run for CI
+
+The run is defined by its total ``--steps`` (the learning-rate schedule decays over them) and is trained in chunks:
+each call trains for at most ``--minutes`` and stops; the resume state (weights, EMA, AdamW moments, step) is
+written to ``OUT/pretrain.train-state.safetensors`` every ``--save-every`` steps and at the end of the chunk, so a
+cut-off run loses only the steps since its last save, and the next call continues exactly (batches, noise and the
+schedule are functions of (seed, step)). The model files in ``OUT`` hold the EMA weights in float16.
 
 Steps alternate between batches of 8-frame videos and batches of single frames (one-frame videos), as Wan is
 trained on both. Scenes come from training-split seeds only; a share of them carries a global style so that the
-backbone can render the targets of style edits. Deterministic for a seed (up to the time budget: ``--steps``
-fixes the length exactly).
+backbone can render the targets of style edits.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import safe_open
 
+from imvideoedit_core.adapter_file import STATE_FORMAT
+from imvideoedit_core.config import BackboneConfig
 from imvideoedit_core.sampling import noised
+from imvideoedit_core.training import EMA, load_train_state, save_train_state
 
 from . import world
-from .models import CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, new_backbone, new_text_encoder, save_models
+from .models import (CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, new_backbone, new_text_encoder, save_models)
 
 STYLE_SHARE = 0.2       # scenes rendered with a random global style
 CAPTION_DROPOUT = 0.1   # scenes trained with the empty caption (for classifier-free guidance)
+STATE_FILE = "pretrain.train-state.safetensors"
+LOG_FILE = "pretrain_log.txt"
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    steps: int = 100_000           # upper bound; the time budget usually ends the run first
-    minutes: float = 60.0
+    steps: int = 8_000             # the whole run; the learning rate decays to min_lr over it
     video_batch: int = 8
     image_batch: int = 32
     frames: int = 8
-    lr: float = 5e-4
-    warmup: int = 200
+    lr: float = 6e-4
+    min_lr: float = 2e-5
+    warmup: int = 500
+    ema_decay: float = 0.999
     seed: int = 0
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up, then a cosine decay from lr to min_lr at the last step."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.steps - self.warmup))
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * progress))
 
 
 def train_seed(seed: int, step: int, index: int) -> int:
@@ -79,54 +101,113 @@ def flow_loss(models: ToyModels, latents: torch.Tensor, captions: list[str], gen
     return F.mse_loss(velocity, noise - latents)
 
 
-def pretrain(cfg: PretrainConfig, out: Path, *, log_every: int = 100) -> dict:
+class _Both(nn.Module):
+    """Backbone and text encoder as one module, so that one state dict, one EMA and one optimiser cover both."""
+
+    def __init__(self, models: ToyModels):
+        super().__init__()
+        self.backbone, self.text_encoder = models.backbone, models.text_encoder
+
+
+def _check_resumable(path: Path, identity: "_StateConfig") -> None:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path} is not a training state; move it away or pick another --out")
+    saved = json.loads(meta.get("train_config", "{}"))
+    wanted = json.loads(json.dumps(identity.as_dict()))  # tuples become lists, as in the saved JSON
+    if saved != wanted:
+        changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        raise ValueError(f"{path} belongs to a run with other settings ({', '.join(changed)} differ): continue "
+                         "it with the same --steps/--seed, or start a new run in another --out folder")
+
+
+@dataclass(frozen=True)
+class _StateConfig:
+    """What the resume state records as the run's identity: the schedule and the backbone's shape."""
+
+    run: PretrainConfig
+    backbone: BackboneConfig
+
+    def as_dict(self) -> dict:  # dataclasses.asdict of this would nest the backbone's own fields
+        return {**dataclasses.asdict(self.run), "backbone": json.loads(self.backbone.to_json())}
+
+
+def pretrain(cfg: PretrainConfig, out: Path, *, minutes: float = math.inf, save_every: int = 500,
+             log_every: int = 100) -> dict:
+    """Train (or continue) the run in ``out`` for at most ``minutes``; returns a summary of the whole run."""
     backbone = new_backbone(cfg.seed)
     models = ToyModels(backbone=backbone, text_encoder=new_text_encoder(cfg.seed, backbone.config))
-    params = [*models.backbone.parameters(), *models.text_encoder.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
-    start, losses, step = time.perf_counter(), [], 0
-    for step in range(cfg.steps):
-        if time.perf_counter() - start > 60 * cfg.minutes:
-            break
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
-        latents, captions = batch(cfg, step)
-        loss = flow_loss(models, latents, captions, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        if (step + 1) % log_every == 0:
-            recent = sum(losses[-log_every:]) / log_every
-            print(f"step {step + 1}: loss {recent:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
-        if (step + 1) % 1000 == 0:
-            save_models(out, models, summary=_summary(cfg, losses, start))
-    summary = _summary(cfg, losses, start)
-    save_models(out, models, summary=summary)
+    both = _Both(models)
+    optimizer = torch.optim.AdamW(both.parameters(), lr=cfg.lr, weight_decay=0.01)
+    ema = EMA(both, cfg.ema_decay)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path, identity = out / STATE_FILE, _StateConfig(cfg, backbone.config)
+    step = 0
+    if state_path.is_file():
+        _check_resumable(state_path, identity)
+        step = load_train_state(state_path, both, optimizer, ema)
+    start, losses = time.perf_counter(), []
+    with (out / LOG_FILE).open("a") as log:
+        while step < cfg.steps and time.perf_counter() - start < 60 * minutes:
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr_at(step)
+            latents, captions = batch(cfg, step)
+            loss = flow_loss(models, latents, captions, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(both.parameters(), 1.0)
+            optimizer.step()
+            ema.update(both)
+            losses.append(loss.item())
+            step += 1
+            if step % log_every == 0:
+                recent = sum(losses[-log_every:]) / len(losses[-log_every:])
+                print(f"step {step}: loss {recent:.4f} lr {cfg.lr_at(step - 1):.2e} "
+                      f"({time.perf_counter() - start:.0f} s this chunk)", file=log, flush=True)
+            if step % save_every == 0 or step == cfg.steps:
+                _save(out, both, optimizer, ema, step, identity, losses)
+        _save(out, both, optimizer, ema, step, identity, losses)
+        summary = _summary(identity, step, losses, time.perf_counter() - start)
+        print(json.dumps(summary), file=log, flush=True)
     return summary
 
 
-def _summary(cfg: PretrainConfig, losses: list[float], start: float) -> dict:
+def _save(out: Path, both: _Both, optimizer, ema: EMA, step: int, identity: _StateConfig,
+          losses: list[float]) -> None:
+    save_train_state(out / STATE_FILE, both, optimizer, ema, step, identity.as_dict())
+    shadow = {k: v.to(torch.float16) for k, v in ema.shadow.items()}
+    ema_models = ToyModels(backbone=both.backbone, text_encoder=both.text_encoder)
+    save_models(out, ema_models, summary=_summary(identity, step, losses, None),
+                state_dicts={"backbone": {k.removeprefix("backbone."): v for k, v in shadow.items()
+                                          if k.startswith("backbone.")},
+                             "text_encoder": {k.removeprefix("text_encoder."): v for k, v in shadow.items()
+                                              if k.startswith("text_encoder.")}})
+
+
+def _summary(identity: _StateConfig, step: int, losses: list[float], seconds: float | None) -> dict:
     tail = losses[-200:]
-    return {"steps": len(losses), "seconds": round(time.perf_counter() - start, 1),
-            "final_loss": sum(tail) / max(len(tail), 1), "config": cfg.__dict__}
+    summary = {"steps": step, "chunk_steps": len(losses), "config": identity.as_dict(), "weights": "ema, float16",
+               "recent_loss": sum(tail) / max(len(tail), 1)}
+    if seconds is not None:
+        summary["chunk_seconds"] = round(seconds, 1)
+    return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=MODELS_DIR)
-    parser.add_argument("--minutes", type=float, default=60.0)
-    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--minutes", type=float, default=60.0, help="stop this chunk after this long")
+    parser.add_argument("--steps", type=int, default=PretrainConfig.steps, help="the whole run's length")
+    parser.add_argument("--save-every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a few steps on small batches (CI smoke run)")
     args = parser.parse_args()
-    cfg = PretrainConfig(steps=args.steps, minutes=args.minutes, seed=args.seed)
+    cfg = PretrainConfig(steps=args.steps, seed=args.seed)
     if args.quick:
-        cfg = PretrainConfig(steps=min(args.steps, 20), minutes=1.0, video_batch=2, image_batch=4, seed=args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
+        cfg = PretrainConfig(steps=min(args.steps, 20), video_batch=2, image_batch=4, warmup=5, seed=args.seed)
     torch.set_num_threads(2)
-    print(json.dumps(pretrain(cfg, args.out)))
+    print(json.dumps(pretrain(cfg, args.out, minutes=args.minutes, save_every=args.save_every)))
 
 
 if __name__ == "__main__":
