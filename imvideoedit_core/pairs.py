@@ -49,14 +49,14 @@ import logging
 import operator
 import os
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal, Sequence
+from typing import Literal, Sequence
 
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 logger = logging.getLogger(__name__)
 
@@ -186,79 +186,17 @@ def _to_rgb_float(pixels: np.ndarray, path: Path) -> np.ndarray:
 
 
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) of an image, from its header for PNG, JPEG, WebP and BMP; other files are fully decoded."""
+    """(height, width) of an image from its header (Pillow opens lazily and reads no pixel data); a file Pillow
+    does not recognise is fully decoded, so that the decoder gives the verdict."""
     path = Path(path)
     try:
-        with open(path, "rb") as file:
-            size = _header_size(file)
-    except OSError as error:
+        with Image.open(path) as image:
+            width, height = image.size
+    except FileNotFoundError as error:
         raise _image_error(path, f"cannot be read ({error.strerror or error})", "check that the file exists") from error
-    except struct.error:  # a header cut short: let the decoder give its verdict
-        size = None
-    if size is None or min(size) <= 0:
+    except (OSError, ValueError, Image.DecompressionBombError):  # not an image Pillow knows: decode it
         return read_image(path).shape[:2]
-    return size
-
-
-def _header_size(file: BinaryIO) -> tuple[int, int] | None:
-    """(height, width) from the first bytes of ``file``, or None if the format is not recognised."""
-    head = file.read(32)
-    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", head[16:24])
-        return height, width
-    if head.startswith(b"\xff\xd8"):
-        file.seek(2)
-        return _jpeg_size(file)
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return _webp_size(head)
-    if head.startswith(b"BM"):
-        return _bmp_size(head)
-    return None
-
-
-def _jpeg_size(file: BinaryIO) -> tuple[int, int] | None:
-    """Walk the JPEG marker segments up to the first start-of-frame (SOF0..SOF15 without DHT, JPG, DAC)."""
-    while True:
-        if file.read(1) != b"\xff":
-            return None
-        marker = file.read(1)
-        while marker == b"\xff":  # fill bytes
-            marker = file.read(1)
-        if not marker or marker[0] == 0xDA:  # end of file, or start of scan before any frame header
-            return None
-        if 0xD0 <= marker[0] <= 0xD9 or marker[0] == 0x01:  # markers without a length
-            continue
-        (length,) = struct.unpack(">H", file.read(2))
-        if 0xC0 <= marker[0] <= 0xCF and marker[0] not in (0xC4, 0xC8, 0xCC):
-            _precision, height, width = struct.unpack(">BHH", file.read(5))
-            return height, width
-        file.seek(length - 2, os.SEEK_CUR)
-
-
-def _webp_size(head: bytes) -> tuple[int, int] | None:
-    """Size from the first chunk of a WebP file: lossy (VP8), lossless (VP8L) or extended (VP8X)."""
-    chunk = head[12:16]
-    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
-        width, height = struct.unpack("<HH", head[26:30])
-        return height & 0x3FFF, width & 0x3FFF
-    if chunk == b"VP8L" and head[20] == 0x2F:
-        (bits,) = struct.unpack("<I", head[21:25])
-        return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
-    if chunk == b"VP8X":
-        width = int.from_bytes(head[24:27], "little") + 1
-        height = int.from_bytes(head[27:30], "little") + 1
-        return height, width
-    return None
-
-
-def _bmp_size(head: bytes) -> tuple[int, int]:
-    """Size from a BMP's DIB header (the 12-byte OS/2 one or any of the 40+ byte Windows ones)."""
-    (header_size,) = struct.unpack("<I", head[14:18])
-    if header_size == 12:
-        width, height = struct.unpack("<HH", head[18:22])
-    else:
-        width, height = struct.unpack("<ii", head[18:26])
-    return abs(height), width  # a negative height means rows are stored top-down
+    return height, width
 
 
 def _image_error(path: Path, reason: str, fix: str) -> PairDatasetError:
