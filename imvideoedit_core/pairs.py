@@ -194,7 +194,9 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
             width, height = image.size
     except FileNotFoundError as error:
         raise _image_error(path, f"cannot be read ({error.strerror or error})", "check that the file exists") from error
-    except (OSError, ValueError, Image.DecompressionBombError):  # not an image Pillow knows: decode it
+    except Image.DecompressionBombError as error:
+        raise _image_error(path, f"is too large to read safely ({error})", "scale it down") from error
+    except (OSError, ValueError):  # not an image Pillow knows: let the decoder give its verdict
         return read_image(path).shape[:2]
     return height, width
 
