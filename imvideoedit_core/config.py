@@ -123,6 +123,8 @@ BACKBONE_PRESETS: dict[str, BackboneConfig] = {
     "tiny": BackboneConfig(dim=64, ffn_dim=128, freq_dim=32, text_dim=32, num_heads=2, num_layers=2),
     # the ToyWorld experiments: small enough to pretrain on two CPU cores
     "toy": BackboneConfig(dim=128, ffn_dim=384, freq_dim=64, text_dim=64, num_heads=4, num_layers=4),
+    # ToyWorld experiment: 4x the parameters, Wan's 128-wide heads (docs/decisions.md, ToyWorld)
+    "toy-256": BackboneConfig(dim=256, ffn_dim=768, freq_dim=64, text_dim=64, num_heads=2, num_layers=4),
     # real sizes (FLOP counting on the meta device, and real checkpoints)
     "wan2.1-t2v-1.3b": BackboneConfig(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30),
     "wan2.1-t2v-14b": BackboneConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
@@ -131,6 +133,7 @@ BACKBONE_PRESETS: dict[str, BackboneConfig] = {
 ADAPTER_PRESETS: dict[str, AdapterConfig] = {
     "tiny": AdapterConfig(inner_dim=32, num_heads=2, gate_dim=8, time_freq_dim=16),
     "toy": AdapterConfig(inner_dim=64, num_heads=2, gate_dim=16, time_freq_dim=32),
+    "toy-256": AdapterConfig(inner_dim=64, num_heads=2, gate_dim=16, time_freq_dim=32),
     "wan2.1-t2v-1.3b": AdapterConfig(inner_dim=384, num_heads=3, gate_dim=64),
     "wan2.1-t2v-14b": AdapterConfig(inner_dim=1280, num_heads=10, gate_dim=64),
 }

@@ -45,8 +45,8 @@ def new_text_encoder(seed: int, cfg: BackboneConfig) -> WordTextEncoder:
         return WordTextEncoder(vocabulary(), cfg.text_dim)
 
 
-def new_backbone(seed: int) -> WanDiT:
-    return build_backbone(backbone_preset("toy"), seed=seed)
+def new_backbone(seed: int, preset: str = "toy") -> WanDiT:
+    return build_backbone(backbone_preset(preset), seed=seed)
 
 
 @dataclass
