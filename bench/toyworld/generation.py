@@ -21,14 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imvideoedit_core.sampling import backbone_velocity, sample_from
+from imvideoedit_core.sampling import backbone_velocity, sample_from, seeded_noise
 
 from . import judge, world
 from .evaluate import SHEETS, EvalConfig, decode, write_sheet
-from .models import FRAME_SIZE, MODELS_DIR, load_models
+from .models import CODEC, FRAME_SIZE, MODELS_DIR, load_models
 from .report import markdown_rows, save_feature_results, write_feature_section
 
 SEED_START = 7_000_000  # evaluation-split seeds of their own range (the edit evaluation uses 1M-5M+)
+FROM_TRUTH = (0.4, 0.7)  # strengths at which the ground truth, noised, is finished by the model
 GOALS = {"present": (">=", 0.95), "shape": (">=", 0.90), "stability_vs_truth": ("<=", 2.0),
          "acceleration_vs_truth": ("<=", 2.0), "background": ("<=", 0.03)}
 
@@ -38,39 +39,70 @@ def held_out_scenes(count: int, *, frames: int) -> list[world.Scene]:
     return [world.random_scene(np.random.default_rng(s), size=FRAME_SIZE, frames=frames) for s in seeds]
 
 
-def sample_videos(models, captions: list[str], cfg: EvalConfig, *, frames: int) -> torch.Tensor:
-    """Text-to-video samples (B, T, H, W, 3) of ``captions``, batched, from the seed's noise."""
+def sample_videos(models, captions: list[str], cfg: EvalConfig, *, start: torch.Tensor,
+                  strength: float = 1.0, frame_by_frame: bool = False) -> torch.Tensor:
+    """Samples (B, T, H, W, 3) of ``captions`` from ``start`` (B, C, T, h, w) noised to ``strength`` (at 1: text to
+    video from the seed's noise; below 1: the start's layout is given and the model only finishes it).
+
+    ``frame_by_frame``: every frame is sampled alone as a one-frame video, with the same noise it gets in the
+    video; what the video does better than that is what the backbone's 3D attention contributes.
+    """
+    b, c, t, h, w = start.shape
+    noise = seeded_noise(start.shape, seed=cfg.seed)
+    if frame_by_frame:
+        def fold(x: torch.Tensor) -> torch.Tensor:  # (B, C, T, h, w) -> (B*T, C, 1, h, w)
+            return x.permute(0, 2, 1, 3, 4).reshape(b * t, c, 1, h, w)
+        start, noise, captions = fold(start), fold(noise), [text for text in captions for _ in range(t)]
     context, empty = models.text_encoder(captions), models.text_encoder([""] * len(captions))
     fn = backbone_velocity(models.backbone, context, empty, cfg=cfg.cfg)
-    zeros = torch.zeros(len(captions), 16, frames, FRAME_SIZE // 2, FRAME_SIZE // 2)
     with torch.no_grad():
-        return decode(sample_from(fn, zeros, cfg.sampler()))
+        latent = sample_from(fn, start, cfg.sampler(strength), noise=noise)
+    if frame_by_frame:
+        latent = latent.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)  # back to (B, C, T, h, w)
+    return decode(latent)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
-def measure(models_dir: Path, *, count: int, cfg: EvalConfig, batch: int = 8) -> dict:
+def measure(models_dir: Path, *, count: int, cfg: EvalConfig, batch: int = 8,
+            from_truth: tuple[float, ...] = FROM_TRUTH) -> dict:
+    """Judge text-to-video samples; ``from_truth``: also finish the ground truth noised to these strengths, which
+    tells the layout a model must invent (high noise) from the denoising it must get right (low noise)."""
     models = load_models(models_dir)
     scenes = held_out_scenes(count, frames=cfg.frames)
     sampled, truth, sheets = judge.GenerationStats(), judge.GenerationStats(), []
+    finished = {(s, alone): judge.GenerationStats() for s in from_truth for alone in (False, True)}
     start = time.perf_counter()
     for i in range(0, count, batch):
         chunk = scenes[i:i + batch]
-        videos = sample_videos(models, [world.caption(s) for s in chunk], cfg, frames=cfg.frames)
-        for scene, video in zip(chunk, videos):
-            reference = world.render(scene).frames
+        captions = [world.caption(s) for s in chunk]
+        references = [world.render(s).frames for s in chunk]
+        noise_start = torch.zeros(len(chunk), 16, cfg.frames, FRAME_SIZE // 2, FRAME_SIZE // 2)
+        videos = sample_videos(models, captions, cfg, start=noise_start)
+        for scene, reference, video in zip(chunk, references, videos):
             sampled += judge.generation_stats(video, scene)
             truth += judge.generation_stats(reference, scene)
             if len(sheets) < 12:
                 sheets += [reference, video]
-    scores, reference = sampled.scores(), truth.scores()
-    scores["stability_vs_truth"] = _ratio(scores["stability"], reference["stability"])
-    scores["acceleration_vs_truth"] = _ratio(scores["acceleration"], reference["acceleration"])
+        clean = torch.cat([CODEC.encode(r) for r in references])
+        for strength, alone in finished:
+            videos = sample_videos(models, captions, cfg, start=clean, strength=strength, frame_by_frame=alone)
+            for scene, video in zip(chunk, videos):
+                finished[strength, alone] += judge.generation_stats(video, scene)
+    reference = truth.scores()
+    scores = _with_ratios(sampled.scores(), reference)
     return {"captions": count, "config": cfg.__dict__, "seconds": round(time.perf_counter() - start, 1),
             "sampled": scores, "truth": reference, "sheet_rows": sheets,
+            "from_truth": {f"{s}{' frame by frame' if alone else ''}": _with_ratios(f.scores(), reference)
+                           for (s, alone), f in finished.items()},
             "goals_met": {k: _meets(scores[k], *goal) for k, goal in GOALS.items()}}
+
+
+def _with_ratios(scores: dict, reference: dict) -> dict:
+    return {**scores, "stability_vs_truth": _ratio(scores["stability"], reference["stability"]),
+            "acceleration_vs_truth": _ratio(scores["acceleration"], reference["acceleration"])}
 
 
 def _meets(value: float | None, op: str, bound: float) -> bool | None:
@@ -86,12 +118,20 @@ def markdown(results: dict) -> str:
             for name in ("present", "shape", "stability", "stability_vs_truth", "acceleration",
                          "acceleration_vs_truth", "background")]
     c = results["config"]
+    finishing = markdown_rows(["start", "present", "shape", "stability_vs_truth", "acceleration_vs_truth",
+                               "background"],
+                              [[f"ground truth noised to {s}"] + [f[k] for k in ("present", "shape", "stability_vs_truth",
+                                                                                "acceleration_vs_truth", "background")]
+                               for s, f in results["from_truth"].items()])
     return (f"Text-to-video samples of the shipped backbone from {results['captions']} held-out captions "
             f"({c['steps']} Euler steps, cfg {c['cfg']}, shift {c['shift']}, seed {c['seed']}), judged by "
             "`bench/toyworld/judge.py` against the ground-truth renders of the same captions "
             f"(`python -m bench.toyworld.generation`, {results['seconds']:.0f} s). Contact sheet: "
             "`docs/toyworld/generation.png` (rows: ground truth, sample).\n\n"
-            + markdown_rows(["statistic", "samples", "ground truth", "goal", "met"], rows))
+            + markdown_rows(["statistic", "samples", "ground truth", "goal", "met"], rows)
+            + "\n\nThe same captions, finished from the ground truth noised to a strength (the layout is given; the "
+            "model only denoises), as 8-frame videos and frame by frame (each frame alone, with the same noise: what "
+            "the video does better is what the 3D attention contributes):\n\n" + finishing)
 
 
 def main() -> None:
@@ -105,7 +145,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     cfg = EvalConfig(steps=2 if args.quick else args.steps)
-    results = measure(args.models, count=2 if args.quick else args.count, cfg=cfg)
+    results = measure(args.models, count=2 if args.quick else args.count, cfg=cfg,
+                      from_truth=(0.5,) if args.quick else FROM_TRUTH)
     rows = results.pop("sheet_rows")
     if args.sheet:
         write_sheet(rows, args.sheet)
