@@ -21,7 +21,7 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from _common import GIB, build_runner, format_table, print_result_json
 
