@@ -6,8 +6,8 @@ scored exactly. Every score is a share of small pass/fail checks (per frame, or 
 
 Edits (:func:`judge_edit`, the video against the example's source and ground-truth target):
     adherence     per frame, the named change happened: the object has the new colour (recolor) or the new shape
-                  (reshape, by IoU with the target's shape against the source's), it is gone (remove), the
-                  background is the new one (background), the frame has the new style (style)
+                  (reshape: of all shapes drawn on its track, the new one overlaps its pixels best, IoU >= 0.6),
+                  it is gone (remove), the background is the new one (background), the frame has the new style
     temporal      per object and pair of consecutive frames: the object's area and its centroid's motion change as
                   they do in the ground truth (identity, size and track stable, moving as in the source)
     fidelity      per frame, the pixels are clean: on the scene's palette (an object colour or the right background
