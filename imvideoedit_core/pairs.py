@@ -32,8 +32,8 @@ Pixel data that is corrupt behind a valid header (a truncated download) is only 
 which decodes every image once; otherwise it fails later, at load time, with an error that names the file.
 
 Pixels: ``cv2.imdecode`` of the raw bytes (so non-ASCII paths work), converted to RGB float32 in 0..1 with shape
-[H, W, 3]. Grayscale is repeated to three channels; an alpha channel is composited onto white; 16-bit images are
-divided by 65535. EXIF orientation is ignored (pixels are used as stored, the same way for source and target, so
+[H, W, 3]. Grayscale is repeated to three channels; an alpha channel is dropped (``images``: the pack's one policy, as
+ComfyUI's Load Image); 16-bit images are divided by 65535. EXIF orientation is ignored (pixels are used as stored, the same way for source and target, so
 a pair stays aligned).
 
 Sizes: ``resize_policy="error"`` requires source and target to have the same size; ``"resize_target"`` scales each
@@ -57,6 +57,8 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
+
+from .images import opencv_to_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -164,25 +166,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def _to_rgb_float(pixels: np.ndarray, path: Path) -> np.ndarray:
-    """[H, W] gray, [H, W, 1|3|4] BGR(A), uint8 or uint16 -> [H, W, 3] RGB float32 in 0..1."""
-    if pixels.dtype == np.uint8:
-        scale = 255.0
-    elif pixels.dtype == np.uint16:
-        scale = 65535.0
-    else:
+    """[H, W] gray, [H, W, 1|3|4] BGR(A), uint8 or uint16 -> [H, W, 3] RGB float32 in 0..1 (alpha dropped:
+    ``images.opencv_to_rgb``)."""
+    scales = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+    if pixels.dtype not in scales:
         raise _image_error(path, f"has {pixels.dtype} pixels, only 8- and 16-bit are read", "re-export it as PNG")
-    image = pixels.astype(np.float32) / scale
-    if image.ndim == 2:
-        image = image[:, :, None]  # [H, W] -> [H, W, 1]
-    channels = image.shape[2]
-    if channels == 1:
-        return np.ascontiguousarray(np.repeat(image, 3, axis=2))  # [H, W, 1] -> [H, W, 3]
-    if channels == 4:
-        alpha = image[:, :, 3:4]  # [H, W, 1]
-        image = image[:, :, :3] * alpha + (1.0 - alpha)  # composite onto white: [H, W, 3]
-    elif channels != 3:
-        raise _image_error(path, f"has {channels} channels", "re-export it as an RGB or RGBA PNG")
-    return np.ascontiguousarray(image[:, :, ::-1])  # BGR -> RGB
+    try:
+        rgb = opencv_to_rgb(pixels)
+    except ValueError as error:
+        raise _image_error(path, str(error), "re-export it as an RGB or RGBA PNG") from None
+    return rgb.astype(np.float32) / scales[pixels.dtype]
 
 
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:

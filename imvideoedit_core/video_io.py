@@ -39,6 +39,8 @@ import cv2
 import numpy as np
 import torch
 
+from .images import opencv_to_rgb
+
 __all__ = [
     "DEFAULT_ANIMATION_FPS",
     "DEFAULT_FPS",
@@ -472,18 +474,10 @@ def _open_image_with_ffmpeg(path: str) -> _CaptureSource:
 
 
 def _to_rgb(frame: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from an OpenCV frame: BGR, BGRA (composited onto black) or gray."""
+    """(H, W, 3) uint8 RGB from an OpenCV frame: BGR, BGRA (alpha dropped: ``images.opencv_to_rgb``) or gray."""
     if frame.dtype == np.uint16:
         frame = (frame >> 8).astype(np.uint8)
-    if frame.ndim == 2 or frame.shape[2] == 1:
-        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-    if frame.shape[2] == 4:
-        rgb = cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
-        alpha = frame[..., 3:]  # (H, W, 1)
-        if alpha.min() == 255:
-            return rgb
-        return ((rgb.astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    return opencv_to_rgb(frame)
 
 
 def _resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 
@@ -336,17 +337,19 @@ def test_grayscale_becomes_rgb(tmp_path):
     np.testing.assert_allclose(image, 0.2, atol=1e-6)
 
 
-def test_rgba_is_composited_on_white(tmp_path):
+def test_rgba_keeps_the_stored_colour_as_comfyui_load_image_does(tmp_path):
     pixels = np.zeros((4, 3, 4), dtype=np.uint8)  # BGRA
     pixels[..., 2] = 255  # red
     pixels[:, 0, 3] = 255  # opaque
     pixels[:, 1, 3] = 0  # transparent
     pixels[:, 2, 3] = 51  # alpha 0.2
-    image = read_image(write_image(tmp_path / "rgba.png", pixels))
+    path = write_image(tmp_path / "rgba.png", pixels)
+    image = read_image(path)
     assert image.shape == (4, 3, 3)
-    np.testing.assert_allclose(image[0, 0], [1.0, 0.0, 0.0], atol=1e-6)
-    np.testing.assert_allclose(image[0, 1], [1.0, 1.0, 1.0], atol=1e-6)
-    np.testing.assert_allclose(image[0, 2], [1.0, 0.8, 0.8], atol=1e-6)
+    np.testing.assert_allclose(image[0], [[1.0, 0.0, 0.0]] * 3, atol=1e-6)  # alpha dropped everywhere
+    with Image.open(path) as pil:  # ComfyUI's Load Image: Image.convert("RGB")
+        expected = np.asarray(pil.convert("RGB"), dtype=np.float32) / 255
+    np.testing.assert_array_equal(image, expected)
 
 
 def test_16_bit_images_scale_to_unit_range(tmp_path):
