@@ -143,7 +143,7 @@ class LongVideoEdit(io.ComfyNode):
         return io.NodeOutput(output, info)
 
     @classmethod
-    def validate_inputs(cls, video: str, **kwargs) -> bool | str:
+    def validate_inputs(cls, video: str) -> bool | str:
         if not folder_paths.exists_annotated_filepath(video):
             return f"no video named {video!r} in the input folder: upload it or pick another"
         return True

@@ -98,7 +98,7 @@ class LoadVideoFrames(io.ComfyNode):
         return f"{path}:{os.path.getmtime(path) if os.path.exists(path) else 0}"
 
     @classmethod
-    def validate_inputs(cls, video: str, **kwargs) -> bool | str:
+    def validate_inputs(cls, video: str) -> bool | str:
         if not folder_paths.exists_annotated_filepath(video):
             return f"no video named {video!r} in the input folder: upload it or pick another"
         return True

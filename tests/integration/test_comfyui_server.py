@@ -4,6 +4,7 @@ validation, workflow templates."""
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -65,3 +66,37 @@ def test_object_info_widgets_have_tooltips(server):
             for section in ("required", "optional"):
                 for key, value in spec["input"].get(section, {}).items():
                     assert len(value) > 1 and value[1].get("tooltip"), (name, key)
+
+
+def _post_prompt(url: str, prompt: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(f"{url}/prompt", data=json.dumps({"prompt": prompt}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_declared_ranges_are_enforced_at_submit(server):
+    """validate_inputs names only `video`, so ComfyUI checks every other input's min/max before anything runs,
+    and a missing file is reported once (not once per input)."""
+    load = {"class_type": "IMVELoadVideoFrames",
+            "inputs": {"video": "no_such_clip.mp4", "fps": 500.0, "max_frames": 81, "skip_first": 0,
+                       "every_nth": 1, "resize_to_multiple": 1000}}
+    status, body = _post_prompt(server["url"], {"1": load, "2": {"class_type": "PreviewImage",
+                                                                 "inputs": {"images": ["1", 0]}}})
+    assert status == 400
+    errors = body["node_errors"]["1"]["errors"]
+    kinds = sorted((e["type"], e["extra_info"]["input_name"]) for e in errors)
+    assert kinds == [("custom_validation_failed", "video"), ("value_bigger_than_max", "fps"),
+                     ("value_bigger_than_max", "resize_to_multiple")]
+    assert "no_such_clip.mp4" in next(e["details"] for e in errors if e["type"] == "custom_validation_failed")
+
+
+def test_no_pack_node_takes_over_all_input_checks(comfyui):
+    """A validate_inputs with **kwargs makes ComfyUI skip every declared range of its node."""
+    import inspect
+    for node_id, node in comfyui.nodes.items():
+        if "validate_inputs" in vars(node):
+            assert inspect.getfullargspec(node.validate_inputs).varkw is None, node_id
