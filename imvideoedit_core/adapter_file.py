@@ -12,8 +12,6 @@ A file is identified by this metadata, never by its keys. Writes are atomic (tem
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from safetensors.torch import save_file
 
 from .adapter import TORCH_OPERATIONS, ImVideoEditAdapter
 from .config import AdapterConfig, BackboneConfig
+from .files import atomic_write
 
 FORMAT_NAME = "imvideoedit-adapter"
 FORMAT_VERSION = 1
@@ -43,20 +42,8 @@ class AdapterFileInfo:
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
     """Write to a temporary file in the target folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata=metadata))
 
 
 def save_adapter(path: str | Path, adapter: ImVideoEditAdapter, *, training: dict | None = None,

@@ -9,6 +9,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from .adapter_nodes import ApplyAdapter, LoadAdapter
 from .catalog import ADAPTER_FOLDER
+from .dataset_nodes import SaveImagePairs
 from .dreamix_nodes import AnimateImage, DegradeLatent
 from .edit_nodes import EditConditioning, GateMask, Sampler
 from .long_video_nodes import LongVideoEdit
@@ -28,7 +29,7 @@ def register_model_folder() -> None:
 class ImVideoEditExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [LoadAdapter, ApplyAdapter, EditConditioning, Sampler, GateMask, LoadVideoFrames, TrainAdapter,
-                LongVideoEdit, EditMask, TuneOnKeyframe, DegradeLatent, AnimateImage]
+                LongVideoEdit, EditMask, TuneOnKeyframe, DegradeLatent, AnimateImage, SaveImagePairs]
 
 
 async def comfy_entrypoint() -> ImVideoEditExtension:

@@ -19,6 +19,7 @@ NODE_IDS: dict[str, str] = {
     "tune_on_keyframe": "IMVETuneOnKeyframe",
     "degrade_latent": "IMVEDegradeLatent",
     "animate_image": "IMVEAnimateImage",
+    "save_image_pairs": "IMVESaveImagePairs",
 }
 
 ADAPTER_FOLDER = "imvideoedit"  # models/imvideoedit/
