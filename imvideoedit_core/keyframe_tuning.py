@@ -15,7 +15,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .adapter import ImVideoEditAdapter
+from .adapter import ImVideoEditAdapter, build_adapter
+from .config import BackboneConfig, adapter_config_for
 from .pairs import ImagePair
 from .streams import TwoStreamRunner
 from .training import EncodedPairs, TrainConfig, TrainProgress, TrainResult, train_adapter
@@ -180,6 +181,30 @@ class KeyframeTuning:
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
                            context_dropout=self.context_dropout, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class StartDefaults:
+    """The tuning length and learning rate that suit one start (trained adapter or a fresh one)."""
+
+    steps: int
+    lr: float
+
+
+# Measured on ToyWorld (docs/decisions.md, "Keyframe tuning"): a trained adapter needs a few hundred gentle steps;
+# a fresh one (zero start, no adapter file) needs a 3x higher rate and about 5x the steps to reach the same result.
+TRAINED_START = StartDefaults(steps=300, lr=3e-4)
+ZERO_START = StartDefaults(steps=1500, lr=1e-3)
+
+
+def start_defaults(*, zero_start: bool) -> StartDefaults:
+    return ZERO_START if zero_start else TRAINED_START
+
+
+def zero_start_adapter(backbone: BackboneConfig, *, seed: int = 0) -> ImVideoEditAdapter:
+    """A freshly built adapter sized for ``backbone`` (as a general adapter would be trained), to tune on a
+    keyframe when no adapter file exists. Its output starts at zero, so untuned it leaves the backbone as it is."""
+    return build_adapter(adapter_config_for(backbone), backbone, seed=seed)
 
 
 @dataclass

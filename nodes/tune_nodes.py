@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 
@@ -10,13 +11,17 @@ import comfy.model_management
 import comfy.utils
 from comfy_api.latest import io
 
-from ..imvideoedit_core.adapter_file import read_adapter_info, save_adapter
-from ..imvideoedit_core.keyframe_tuning import KeyframeTuning, TuneResult, check_keyframes, tune_on_keyframe
+from ..imvideoedit_core.adapter_file import AdapterFileInfo, read_adapter_info, save_adapter
+from ..imvideoedit_core.keyframe_tuning import (KeyframeTuning, TuneResult, check_keyframes, start_defaults,
+                                                tune_on_keyframe, zero_start_adapter)
 from ..imvideoedit_core.training import TrainingCancelled
 from .adapter_nodes import Adapter
 from .catalog import CATEGORY, NODE_IDS
-from .host import AdapterHolder
+from .host import AdapterHolder, wan_backbone_config
 from .train_nodes import ComfyEncoders, frozen_core_backbone, output_path
+
+
+FRESH = "(fresh adapter)"  # the info path of a zero-start adapter, which has no file
 
 
 def single_image(image: torch.Tensor, name: str) -> torch.Tensor:
@@ -33,11 +38,14 @@ class TuneOnKeyframe(io.ComfyNode):
         return io.Schema(
             node_id=NODE_IDS["tune_on_keyframe"], display_name="IMVE Tune On Keyframe", category=CATEGORY,
             description="Edit one frame of the clip with any image tool, then tune a copy of the adapter on that "
-                        "(source frame, edited frame) pair for a few hundred steps (with random small rotations, "
-                        "shifts, crops and shears of both images). Connect the tuned adapter to IMVE Apply Adapter "
-                        "to edit the whole clip. The input adapter is left as it is.",
+                        "(source frame, edited frame) pair (with random small rotations, shifts, crops and shears "
+                        "of both images). Connect the tuned adapter to IMVE Apply Adapter to edit the whole clip. "
+                        "The input adapter is left as it is. Without an adapter the node starts from a fresh one "
+                        "sized for the MODEL (zero start: no adapter file needed, about 5x the steps).",
             inputs=[io.Model.Input("model", tooltip="The Wan 2.1 T2V model the adapter is for"),
-                    Adapter.Input("adapter", tooltip="The adapter to start from (IMVE Load Adapter)"),
+                    Adapter.Input("adapter", optional=True,
+                                  tooltip="The adapter to start from (IMVE Load Adapter); leave it unconnected to "
+                                          "start from a fresh adapter (zero start)"),
                     io.Vae.Input("vae", tooltip="The Wan 2.1 VAE"),
                     io.Clip.Input("clip", tooltip="The umT5 text encoder (Load CLIP, type wan)"),
                     io.Image.Input("source_keyframe", tooltip="The original frame (one image, e.g. Get Image from "
@@ -46,10 +54,12 @@ class TuneOnKeyframe(io.ComfyNode):
                     io.String.Input("instruction", default="", multiline=True,
                                     tooltip="The instruction you will edit the video with (the same text as the "
                                             "positive prompt)"),
-                    io.Int.Input("steps", default=300, min=1, max=10000,
-                                 tooltip="Tuning steps; a few hundred are enough for one keyframe"),
-                    io.Float.Input("learning_rate", default=3e-4, min=1e-6, max=1e-2, step=1e-5,
-                                   tooltip="AdamW learning rate of the tuning"),
+                    io.Int.Input("steps", default=0, min=0, max=10000,
+                                 tooltip="Tuning steps; 0 = the measured default for the start: 300 from a trained "
+                                         "adapter, 1500 from a fresh one"),
+                    io.Float.Input("learning_rate", default=0.0, min=0.0, max=1e-2, step=1e-5,
+                                   tooltip="AdamW learning rate; 0 = the measured default for the start: 3e-4 from "
+                                           "a trained adapter, 1e-3 from a fresh one"),
                     io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=True,
                                  tooltip="Seeds the augmentations, noise levels and noise"),
                     io.Boolean.Input("augment", default=True,
@@ -64,9 +74,9 @@ class TuneOnKeyframe(io.ComfyNode):
             outputs=[Adapter.Output(display_name="adapter"), io.String.Output(display_name="summary")])
 
     @classmethod
-    def execute(cls, model, adapter: AdapterHolder, vae, clip, source_keyframe, edited_keyframe, instruction: str,
-                steps: int, learning_rate: float, seed: int, augment: bool, save_name: str = "",
-                video=None) -> io.NodeOutput:
+    def execute(cls, model, vae, clip, source_keyframe, edited_keyframe, instruction: str, steps: int,
+                learning_rate: float, seed: int, augment: bool, save_name: str = "", video=None,
+                adapter: AdapterHolder | None = None) -> io.NodeOutput:
         source = single_image(source_keyframe, "source_keyframe")
         edited = single_image(edited_keyframe, "edited_keyframe")
         video_size = tuple(video.shape[1:3]) if video is not None else None
@@ -74,14 +84,18 @@ class TuneOnKeyframe(io.ComfyNode):
         if not instruction.strip():
             raise ValueError("the instruction is empty: write the edit, the same text as the positive prompt")
         out = output_path(save_name) if save_name.strip() else None
-        config = KeyframeTuning(steps=steps, lr=learning_rate, seed=seed, augment=augment)
+        defaults = start_defaults(zero_start=adapter is None)
+        config = KeyframeTuning(steps=steps or defaults.steps, lr=learning_rate or defaults.lr, seed=seed,
+                                augment=augment)
+        if adapter is None:
+            adapter = cls._fresh(model, seed)
         with torch.inference_mode(False):  # node execution runs under inference_mode; training needs autograd
             result = cls._tune(model, adapter, vae, clip, source.clone(), edited.clone(), instruction, config,
                                video_size)
         tuned = result.adapter.to(comfy.model_management.unet_offload_device())
         window = min(20, len(result.losses))
         first, last = (sum(part) / window for part in (result.losses[:window], result.losses[-window:]))
-        training = {"keyframe_tuning": {"steps": result.steps_done, "lr": learning_rate, "augment": augment,
+        training = {"keyframe_tuning": {"steps": result.steps_done, "lr": config.lr, "augment": augment,
                                         "seed": seed, "instruction": instruction.strip(),
                                         "base": adapter.info.path.name}}
         if out is not None:
@@ -89,10 +103,20 @@ class TuneOnKeyframe(io.ComfyNode):
             info = read_adapter_info(out)
         else:
             info = dataclasses.replace(adapter.info, training=training)
-        summary = (f"tuned {result.steps_done} steps on a {source.shape[1]}x{source.shape[0]} keyframe "
+        start = "a fresh adapter" if adapter.info.path.name == FRESH else adapter.info.path.name
+        summary = (f"tuned {start} {result.steps_done} steps at lr {config.lr:g} on a "
+                   f"{source.shape[1]}x{source.shape[0]} keyframe "
                    f"({'augmented' if augment else 'no augmentation'}): loss {first:.4f} -> {last:.4f} "
                    f"(means of the first and last {window})" + (f"; saved as {out.name}" if out else ""))
         return io.NodeOutput(AdapterHolder.wrap(tuned, info), summary)
+
+    @classmethod
+    def _fresh(cls, model, seed: int) -> AdapterHolder:
+        """Zero start: an adapter sized for the connected MODEL, as IMVE Train Adapter would build it."""
+        backbone = wan_backbone_config(model.model.diffusion_model)
+        adapter = zero_start_adapter(backbone, seed=seed)
+        return AdapterHolder.wrap(adapter, AdapterFileInfo(path=Path(FRESH), adapter_config=adapter.config,
+                                                           backbone_config=backbone))
 
     @classmethod
     def _tune(cls, model, holder: AdapterHolder, vae, clip, source, edited, instruction: str,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imvideoedit_core.keyframe_tuning import (AffineLimits, AffineParams, KeyframePairs, KeyframeTuning, augment_pair,
-                                              check_keyframes, draw_affine, tune_on_keyframe, warp)
+from imvideoedit_core.config import adapter_config_for, adapter_preset
+from imvideoedit_core.keyframe_tuning import (TRAINED_START, ZERO_START, AffineLimits, AffineParams, KeyframePairs,
+                                              KeyframeTuning, augment_pair, check_keyframes, draw_affine,
+                                              start_defaults, tune_on_keyframe, warp, zero_start_adapter)
 from imvideoedit_core.standins import ByteTextEncoder, PatchCodec
 from imvideoedit_core.streams import TwoStreamRunner
 from imvideoedit_core.training import FlowMatchingLoss, LatentBatch, TrainingCancelled
@@ -149,3 +151,20 @@ def test_cancel_stops_tuning_and_size_checks_come_first(tiny_backbone, trained_a
     assert all(torch.equal(v, base[k]) for k, v in trained_adapter.state_dict().items())
     with pytest.raises(ValueError, match="video's frames are 64x64"):
         tune(tiny_backbone, trained_adapter, video_size=(64, 64))
+
+
+def test_zero_start_tunes_a_fresh_adapter_that_begins_as_a_no_op(tiny_backbone):
+    """No adapter file: a fresh adapter sized for the backbone changes nothing until tuned, then learns the pair."""
+    fresh = zero_start_adapter(tiny_backbone.config, seed=0)
+    assert fresh.config == adapter_config_for(tiny_backbone.config) == adapter_preset("tiny")
+    x = torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    context = TEXT([INSTRUCTION])
+    with TwoStreamRunner(tiny_backbone, fresh) as runner, torch.no_grad():
+        edited = runner(x, torch.tensor([500.0]), context, runner.source(x, context)).velocity
+    assert torch.equal(edited, tiny_backbone(x, torch.tensor([500.0]), context))
+    source, target = keyframes()
+    before = fixed_loss(tiny_backbone, fresh, source, target)
+    defaults = start_defaults(zero_start=True)
+    assert (defaults.steps, defaults.lr) == (ZERO_START.steps, ZERO_START.lr) and ZERO_START.lr > TRAINED_START.lr
+    result = tune(tiny_backbone, fresh, config=KeyframeTuning(steps=40, lr=defaults.lr, batch_size=2, variants=8))
+    assert fixed_loss(tiny_backbone, result.adapter, source, target) < 0.9 * before

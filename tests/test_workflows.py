@@ -13,7 +13,7 @@ WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 # ComfyUI core nodes the workflows may use (MarkdownNote is a frontend node: it never reaches the server)
 CORE_NODES = {"UNETLoader", "CLIPLoader", "VAELoader", "CLIPTextEncode", "VAEDecode", "CreateVideo", "SaveVideo",
               "MaskPreview", "PreviewImage", "PreviewAny", "WanContextWindowsManual", "MarkdownNote",
-              "LoadImageMask", "ImageFromBatch", "LoadImage"}
+              "LoadImageMask", "ImageFromBatch", "LoadImage", "ImageInvert"}
 
 
 def catalog():
@@ -26,7 +26,7 @@ def catalog():
 
 def test_node_ids_are_unique_and_prefixed():
     ids = list(catalog().NODE_IDS.values())
-    assert len(ids) == len(set(ids)) == 12
+    assert len(ids) == len(set(ids)) == 13
     assert all(i.startswith("IMVE") for i in ids)
 
 
@@ -34,7 +34,8 @@ def test_the_example_workflows_exist():
     assert {p.stem for p in WORKFLOWS} == {"imvideoedit_basic_edit", "imvideoedit_gate_mask_preview",
                                           "imvideoedit_long_video_context_windows", "imvideoedit_train_adapter",
                                           "imvideoedit_long_video_keyframes", "imvideoedit_masked_edit",
-                                          "imvideoedit_first_frame_guidance", "imvideoedit_animate_image"}
+                                          "imvideoedit_first_frame_guidance", "imvideoedit_animate_image",
+                                          "imvideoedit_zero_start_edit", "imvideoedit_build_pair_dataset"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -53,6 +54,7 @@ def test_workflow_uses_known_nodes_and_consistent_links(path):
             optional = (node["type"], inp["name"]) in {("IMVELoadVideoFrames", "video_input"),
                                                       ("CreateVideo", "audio"),
                                                       ("IMVETrainAdapter", "source_images"),
-                                                      ("IMVETrainAdapter", "target_images")}
+                                                      ("IMVETrainAdapter", "target_images"),
+                                                      ("IMVETuneOnKeyframe", "adapter")}
             assert inp["link"] is not None or optional, (path.name, node["type"], inp["name"])
     assert data["last_link_id"] == max(l[0] for l in data["links"])

@@ -96,3 +96,28 @@ def test_cancel_stops_tuning(comfyui, tiny_wan, adapter_file, monkeypatch):
         tune(comfyui, model, holder, steps=50)
     assert calls["n"] == 5
     assert all(torch.equal(v, before[k]) for k, v in holder.adapter.state_dict().items())
+
+
+def test_zero_start_tunes_a_fresh_adapter_sized_from_the_model(comfyui, tiny_wan):
+    """No adapter connected: a fresh adapter sized for the MODEL, tuned with the zero-start defaults (steps and
+    learning rate 0 = auto), plugs into Apply Adapter and changes the edit."""
+    from imvideoedit_pack.imvideoedit_core.config import adapter_config_for
+    from imvideoedit_pack.imvideoedit_core.keyframe_tuning import ZERO_START
+    from imvideoedit_pack.nodes.host import wan_backbone_config
+    model, _ = tiny_wan
+    tuned, summary = tune(comfyui, model, None, steps=4, learning_rate=0.0)
+    backbone = wan_backbone_config(model.model.diffusion_model)
+    assert tuned.adapter.config == adapter_config_for(backbone)
+    assert tuned.info.training["keyframe_tuning"]["lr"] == ZERO_START.lr
+    assert tuned.info.training["keyframe_tuning"]["base"] == "(fresh adapter)"
+    assert summary.startswith(f"tuned a fresh adapter 4 steps at lr {ZERO_START.lr:g}"), summary
+    assert any(v.abs().max() > 0 for k, v in tuned.adapter.state_dict().items() if k.endswith(".o.weight"))
+    patched = output(comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=tuned, strength=1.0,
+                                                             source_cache="device"))[0]
+    latent = torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    positive, negative, _, _ = conditioning(comfyui, latent)
+    args = dict(positive=positive, negative=negative, latent={"samples": latent}, seed=0, steps=2, cfg=2.0,
+                shift=3.0, strength=1.0, solver="euler", source_cache="device")
+    plain = output(comfyui.nodes["IMVESampler"].execute(model=model, **args))[0]["samples"]
+    edited = output(comfyui.nodes["IMVESampler"].execute(model=patched, **args))[0]["samples"]
+    assert (plain - edited).abs().max() > 1e-6
