@@ -1,4 +1,4 @@
-"""Video I/O on OpenCV: probe a file, decode it as a stream, encode frames to mp4 atomically.
+"""Video I/O: probe a file and decode it as a stream (OpenCV), encode frames to H.264 mp4 atomically (PyAV).
 
 Decoding (chosen per file by `_open_source`):
   * Video containers (mp4, mov, mkv, webm, avi, ...) go through OpenCV's FFmpeg backend, `cv2.VideoCapture(path,
@@ -13,11 +13,13 @@ Decoding (chosen per file by `_open_source`):
 Paths: both decoders and the writer take `str` paths; on Linux OpenCV hands them to FFmpeg/libwebp as UTF-8 bytes,
 so non-ASCII file names work (the tests check one).
 
-Encoding: `VideoWriter` writes mp4 through the FFmpeg backend. It tries H.264 first ('avc1', 'H264', 'X264') and
-falls back to 'mp4v' (MPEG-4 Part 2), which every FFmpeg build has; `writer.codec` says which one was used. The
-opencv-python wheels ship FFmpeg without an H.264 software encoder, so there the result is 'mp4v': it plays in
-VLC, mpv and ffmpeg-based tools, but browsers (and therefore ComfyUI's web preview) may refuse it. Each codec is
-checked by writing one frame and reading it back, because some builds open a writer that silently writes nothing.
+Encoding: `VideoWriter` writes H.264 (libx264, yuv420p, crf `H264_CRF`) in mp4 through PyAV, which ComfyUI
+already depends on and whose wheels ship libx264: the files play in browsers and in ComfyUI's video preview.
+Without PyAV it falls back to OpenCV's FFmpeg backend, trying H.264 FourCCs ('avc1', 'H264', 'X264') and then
+'mp4v' (MPEG-4 Part 2); the opencv-python wheels have no H.264 software encoder, so that gives 'mp4v', which plays
+in VLC and mpv but not in browsers, and a logged warning says so. `writer.codec` says what was written ('h264' or
+the FourCC). Each OpenCV codec is checked by writing one frame and reading it back, because some builds open a
+writer that silently writes nothing. Reading stays on OpenCV (see docs/decisions.md).
 Odd frame sizes are padded by one replicated row/column to even size (H.264 and MPEG-4 with 4:2:0 chroma need
 even sizes; OpenCV's mp4v writer otherwise crops silently). Files are written to a hidden temporary file in the
 target folder and moved into place with `os.replace`, so a crash or cancel never leaves a half-written video.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import os
 import tempfile
@@ -40,6 +43,8 @@ import numpy as np
 import torch
 
 from .images import opencv_to_rgb
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_ANIMATION_FPS",
@@ -697,12 +702,80 @@ def _pad_to_even(frame: np.ndarray) -> np.ndarray:
     return cv2.copyMakeBorder(frame, 0, height % 2, 0, width % 2, cv2.BORDER_REPLICATE)
 
 
+H264_CRF = 17  # libx264 constant rate factor: visually lossless for typical footage
+
+
+def pyav_h264_available() -> bool:
+    """Whether PyAV is installed with a libx264 encoder (its wheels ship one; ComfyUI depends on PyAV)."""
+    try:
+        import av
+    except ImportError:
+        return False
+    return "libx264" in av.codecs_available
+
+
+class _PyAVEncoder:
+    """H.264 (libx264, yuv420p) in mp4 through PyAV: plays in browsers and in ComfyUI's video preview."""
+
+    codec = "h264"
+
+    def __init__(self, path: str, *, fps: float, size: tuple[int, int]):
+        import av
+        from fractions import Fraction
+        self._av = av
+        self._container = av.open(path, mode="w", format="mp4")
+        try:
+            self._stream = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            self._stream.width, self._stream.height = size
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.options = {"crf": str(H264_CRF)}
+        except BaseException:
+            self._container.close()
+            raise
+
+    def write(self, rgb: np.ndarray) -> None:
+        """rgb: (H, W, 3) uint8 at the stream's (even) size."""
+        for packet in self._stream.encode(self._av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self._stream.encode():  # flush the encoder's delayed frames
+            self._container.mux(packet)
+        self._container.close()
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._container.close()
+
+
+class _OpenCVEncoder:
+    """The fallback without PyAV: OpenCV's FFmpeg writer with the first FourCC that really writes."""
+
+    def __init__(self, path: str, *, fps: float, size: tuple[int, int], codecs: tuple[str, ...]):
+        self.codec = _pick_codec(codecs, size, fps)
+        if self.codec not in _H264_TAGS:
+            logger.warning("PyAV is not installed: writing MPEG-4 Part 2 (%s) through OpenCV, which browsers and "
+                           "ComfyUI's preview may not play; install PyAV (pip install av) for H.264", self.codec)
+        self._writer = _open_cv_writer(path, fourcc=self.codec, fps=fps, size=size)
+        if self._writer is None:
+            raise VideoWriteError(f"OpenCV could not open {path!r} for writing with codec {self.codec!r}.")
+
+    def write(self, rgb: np.ndarray) -> None:
+        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        self._writer.release()
+
+    def abort(self) -> None:
+        self._writer.release()
+
+
 class VideoWriter:
     """Streaming, atomic mp4 writer (see the module docstring for the codec and odd-size policies).
 
         with VideoWriter("out.mp4", fps=16) as writer:
             writer.write(images)          # [T, H, W, 3] float 0..1 or uint8, torch or numpy; or one [H, W, 3]
-        writer.codec, writer.info         # 'avc1' or 'mp4v'; VideoInfo of the file
+        writer.codec, writer.info         # 'h264' (PyAV) or the OpenCV FourCC; VideoInfo of the file
 
     Frames go to a hidden temporary file next to `path`; `close()` moves it into place. Any error while writing,
     and leaving the `with` block by an exception, removes the temporary file and leaves `path` untouched.
@@ -724,7 +797,7 @@ class VideoWriter:
         self.frames_written = 0
         self.info: VideoInfo | None = None  # set by close()
         self._input_size: tuple[int, int] | None = None  # (width, height) of the frames given
-        self._cv_writer: cv2.VideoWriter | None = None
+        self._encoder: _PyAVEncoder | _OpenCVEncoder | None = None
         self._temp_path: str | None = None
         self._done = False
 
@@ -758,7 +831,7 @@ class VideoWriter:
 
     def _write_one(self, frame: np.ndarray) -> None:
         height, width = frame.shape[:2]
-        if self._cv_writer is None:
+        if self._encoder is None:
             self._open(width=width, height=height)
         elif (width, height) != self._input_size:
             w0, h0 = self._input_size
@@ -766,21 +839,21 @@ class VideoWriter:
                 f"Frame {self.frames_written} is {width}x{height} but the first frame was {w0}x{h0}: all frames of "
                 f"a video must have the same size (resize them first)."
             )
-        self._cv_writer.write(cv2.cvtColor(_pad_to_even(frame), cv2.COLOR_RGB2BGR))
+        self._encoder.write(_pad_to_even(frame))
         self.frames_written += 1
 
     def _open(self, *, width: int, height: int) -> None:
         self._input_size = (width, height)
         self.frame_size = (width + width % 2, height + height % 2)
-        fourcc = _pick_codec(self.codecs, self.frame_size, self.fps)
         folder, name = os.path.split(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
         # Hidden, unique, and still ending in .mp4 (OpenCV picks the container from the extension).
         self._temp_path = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.partial.mp4")
-        self._cv_writer = _open_cv_writer(self._temp_path, fourcc=fourcc, fps=self.fps, size=self.frame_size)
-        if self._cv_writer is None:
-            raise VideoWriteError(f"OpenCV could not open {self._temp_path!r} for writing with codec {fourcc!r}.")
-        self.codec = fourcc
+        if pyav_h264_available():
+            self._encoder = _PyAVEncoder(self._temp_path, fps=self.fps, size=self.frame_size)
+        else:
+            self._encoder = _OpenCVEncoder(self._temp_path, fps=self.fps, size=self.frame_size, codecs=self.codecs)
+        self.codec = self._encoder.codec
 
     def close(self) -> VideoInfo:
         """Finish the file and move it into place; returns its VideoInfo. Calling it again returns the same info."""
@@ -788,14 +861,18 @@ class VideoWriter:
             return self.info
         if self._done:
             raise VideoWriteError(f"The writer for {self.path!r} was aborted; nothing was written.")
-        if self._cv_writer is None:
+        if self._encoder is None:
             self.abort()
             raise ValueError(f"No frames were written to {self.path!r}: give at least one frame.")
-        self._cv_writer.release()
-        self._cv_writer = None
+        try:
+            self._encoder.close()
+        except BaseException:
+            self.abort()
+            raise
+        self._encoder = None
         if not os.path.isfile(self._temp_path) or os.path.getsize(self._temp_path) == 0:
             self.abort()
-            raise VideoWriteError(f"OpenCV wrote nothing for {self.path!r} with codec {self.codec!r}.")
+            raise VideoWriteError(f"The encoder wrote nothing for {self.path!r} with codec {self.codec!r}.")
         os.replace(self._temp_path, self.path)
         self._temp_path, self._done = None, True
         width, height = self.frame_size
@@ -812,11 +889,11 @@ class VideoWriter:
         return self.info
 
     def abort(self) -> None:
-        """Drop everything written so far: release OpenCV's writer and delete the temporary file."""
+        """Drop everything written so far: close the encoder and delete the temporary file."""
         self._done = True
-        if self._cv_writer is not None:
-            self._cv_writer.release()
-            self._cv_writer = None
+        if self._encoder is not None:
+            self._encoder.abort()
+            self._encoder = None
         if self._temp_path is not None and os.path.exists(self._temp_path):
             os.remove(self._temp_path)
         self._temp_path = None

@@ -10,7 +10,7 @@ import comfy.model_management
 import comfy.sample
 import folder_paths
 import latent_preview
-from comfy_api.latest import io
+from comfy_api.latest import InputImpl, io, ui
 
 from ..imvideoedit_core.long_video import EditWindowFn, WindowConfig, WindowJob, edit_video_file
 from ..imvideoedit_core.video_io import ReadOptions
@@ -113,7 +113,9 @@ class LongVideoEdit(io.ComfyNode):
                     io.Int.Input("resize_to_multiple", default=16, min=0, max=128,
                                  tooltip="Scale each side to the nearest multiple of this (16 for Wan)")],
             outputs=[io.String.Output(display_name="path", tooltip="The written mp4"),
-                     io.String.Output(display_name="info")])
+                     io.String.Output(display_name="info"),
+                     io.Video.Output(display_name="video", tooltip="The written H.264 mp4 as a VIDEO (for Save "
+                                                                     "Video, Preview Video, or other video nodes)")])
 
     @classmethod
     def execute(cls, model, vae, positive: list, negative: list, video: str, filename_prefix: str, window: int,
@@ -124,8 +126,8 @@ class LongVideoEdit(io.ComfyNode):
         config = WindowConfig(window=window, overlap=overlap, keyframes=keyframes, share_attention=share_attention,
                               share_adapter=share_adapter)
         source = folder_paths.get_annotated_filepath(video)
-        folder, name, counter, _, _ = folder_paths.get_save_image_path(filename_prefix,
-                                                                       folder_paths.get_output_directory())
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix,
+                                                                               folder_paths.get_output_directory())
         os.makedirs(folder, exist_ok=True)
         output = os.path.join(folder, f"{name}_{counter:05}_.mp4")
         def on_window(done: int, total: int) -> None:  # each window shows its own step progress and preview
@@ -140,7 +142,8 @@ class LongVideoEdit(io.ComfyNode):
         info = (f"{os.path.basename(output)}: {result.frames} frames in {result.windows} windows"
                 + (f", {result.dropped} trailing frames dropped (1 + 4n rule)" if result.dropped else "")
                 + f", codec {result.codec}, at most {result.peak_frames_held} frames held")
-        return io.NodeOutput(output, info)
+        preview = ui.PreviewVideo([ui.SavedResult(os.path.basename(output), subfolder, io.FolderType.output)])
+        return io.NodeOutput(output, info, InputImpl.VideoFromFile(output), ui=preview)
 
     @classmethod
     def validate_inputs(cls, video: str) -> bool | str:

@@ -17,6 +17,7 @@ import pathlib
 from dataclasses import dataclass
 
 import cv2
+import av
 import numpy as np
 import pytest
 import torch
@@ -101,7 +102,9 @@ def clip30(tmp_path_factory) -> pathlib.Path:
 
 
 @pytest.fixture
-def fresh_codec_cache():
+def fresh_codec_cache(monkeypatch):
+    """The OpenCV fallback (as without PyAV), with no codec check remembered."""
+    monkeypatch.setattr(video_io, "pyav_h264_available", lambda: False)
     video_io._pick_codec.cache_clear()
     yield
     video_io._pick_codec.cache_clear()
@@ -311,14 +314,27 @@ def test_on_frame_reports_progress_and_can_cancel(clip30):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def test_writer_reports_its_codec(tmp_path):
+def test_writer_writes_h264_that_browsers_play(tmp_path):
     info = write_video(tmp_path / "a.mp4", make_frames(2), fps=10)
-    assert info.codec in MP4_CODECS
+    assert info.codec == "h264"
     with VideoWriter(tmp_path / "b.mp4", fps=10) as writer:
         writer.write(make_frames(2))
-    assert writer.codec == info.codec
-    assert writer.is_h264 == (writer.codec != "mp4v")
+    assert writer.codec == info.codec and writer.is_h264
     assert sorted(os.listdir(tmp_path)) == ["a.mp4", "b.mp4"]  # temporary files moved into place, none left over
+    with av.open(str(tmp_path / "a.mp4")) as container:  # checked with PyAV, not with our own reader
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
+        assert container.format.name.split(",")[0] == "mov" and float(stream.average_rate) == 10.0
+        assert sum(1 for _ in container.decode(stream)) == 2
+
+
+def test_without_pyav_the_opencv_fallback_says_what_it_wrote(tmp_path, fresh_codec_cache, caplog):
+    with caplog.at_level("WARNING", logger="imvideoedit_core.video_io"):
+        info = write_video(tmp_path / "a.mp4", make_frames(2), fps=10)
+    assert info.codec in MP4_CODECS
+    if info.codec == "mp4v":  # the opencv-python wheels have no H.264 encoder
+        assert "MPEG-4 Part 2 (mp4v)" in caplog.text and "pip install av" in caplog.text
+    assert indices_of(read_video(info.path).frames) == [0, 1]
 
 
 def test_writer_falls_back_when_a_codec_writes_nothing(tmp_path, monkeypatch, fresh_codec_cache):

@@ -49,10 +49,12 @@ def run_node(comfyui, model, **overrides):
 def test_long_video_node_writes_every_frame(comfyui, tiny_wan, adapter_file, video_file, sharing):
     model, _ = tiny_wan
     patched, _ = patched_model(comfyui, model)
-    path, info = run_node(comfyui, patched, sharing=sharing)
-    assert path.endswith(".mp4") and "21 frames in 4 windows" in info
+    path, info, video = run_node(comfyui, patched, sharing=sharing)
+    assert path.endswith(".mp4") and "21 frames in 4 windows" in info and "codec h264" in info
     written = read_video(path)
     assert written.frames.shape == (21, 32, 48, 3)
+    assert video.get_dimensions() == (48, 32)  # the same file as ComfyUI's VIDEO, for Save Video and previews
+    assert video.get_components().images.shape == (21, 32, 48, 3)
 
 
 def test_long_video_node_names_user_errors(comfyui, tiny_wan, adapter_file, video_file):
