@@ -210,7 +210,20 @@ class WanDiT(nn.Module):
         tokens = state.tokens
         for i in range(len(self.blocks)):
             tokens = self.run_block(i, tokens, state.block_context)
-        return self.finish(tokens, state)
+        out = self.finish(tokens, state)
+        if self.config.prediction == "x0":
+            return velocity_from_x0(x, out, t)
+        return out
+
+
+X0_MIN_SIGMA = 0.05  # below it an x0 head's velocity would divide by ~0; sigma is clamped there
+
+
+def velocity_from_x0(x: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The flow velocity noise - x0 implied by a clean-latent prediction: x = (1 - s) x0 + s noise gives
+    v = (x - x0) / s, with s = t / 1000 clamped to ``X0_MIN_SIGMA``. x, x0: (B, C, F, H, W); t: (B,)."""
+    sigma = (t.to(torch.float32) / 1000).clamp(min=X0_MIN_SIGMA).view(-1, 1, 1, 1, 1)
+    return ((x.to(torch.float32) - x0.to(torch.float32)) / sigma).to(x0.dtype)
 
 
 def build_backbone(cfg: BackboneConfig, *, device=None, dtype=None, seed: int | None = None) -> WanDiT:

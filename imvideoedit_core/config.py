@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 WAN21_FAMILY = "wan2.1-t2v"
+PREDICTIONS = ("velocity", "x0")
 GATE_MODES = ("text", "blind", "none")
 
 
@@ -49,6 +50,9 @@ class BackboneConfig:
     patch_size: tuple[int, int, int] = (1, 2, 2)  # (frames, height, width)
     eps: float = 1e-6
     family: str = WAN21_FAMILY
+    # what the head predicts: "velocity" (Wan) or "x0", the clean latent, turned into the same velocity by
+    # forward() (docs/decisions.md, ToyWorld: small models denoise pixel-like latents better that way)
+    prediction: str = "velocity"
 
     def __post_init__(self) -> None:
         if self.dim % self.num_heads:
@@ -57,6 +61,8 @@ class BackboneConfig:
             raise ValueError(f"head dim {self.dim // self.num_heads} must be even for rotary embeddings")
         if len(self.patch_size) != 3:
             raise ValueError(f"patch_size must be (frames, height, width), got {self.patch_size}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {self.prediction!r}; choose one of {PREDICTIONS}")
 
     @property
     def head_dim(self) -> int:
@@ -155,8 +161,9 @@ def adapter_preset(name: str) -> AdapterConfig:
 
 def adapter_config_for(backbone: BackboneConfig) -> AdapterConfig:
     """The adapter preset of a known backbone size, else the same rule: a quarter of its width, 128-wide heads."""
+    shape = dataclasses.replace(backbone, prediction="velocity")  # the head's target does not size the adapter
     for name, cfg in BACKBONE_PRESETS.items():
-        if cfg == backbone and name in ADAPTER_PRESETS:
+        if cfg == shape and name in ADAPTER_PRESETS:
             return ADAPTER_PRESETS[name]
     inner = max(16, backbone.dim // 4 // 16 * 16)
     heads = max(1, inner // 128)

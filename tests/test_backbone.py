@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -10,7 +11,7 @@ from safetensors.torch import save_file
 
 from tiny import latent, text
 from imvideoedit_core.attention import math_attention, sdpa_attention, use_attention
-from imvideoedit_core.backbone import WanDiT, build_backbone
+from imvideoedit_core.backbone import X0_MIN_SIGMA, WanDiT, build_backbone, velocity_from_x0
 from imvideoedit_core.config import BACKBONE_PRESETS, BackboneConfig, backbone_preset
 from imvideoedit_core.rope import rope_3d
 from imvideoedit_core.wan_weights import WanWeightsError, load_wan_checkpoint, load_wan_state_dict
@@ -166,3 +167,26 @@ def test_rope_frame_offset_shifts_the_time_axis_only():
     shifted = rope_3d(12, (2, 3, 4), frame_offset=3)
     assert torch.equal(shifted, full[3 * 12:])  # frames 3 and 4 of the longer clip
     assert torch.equal(rope_3d(12, (1, 3, 4), frame_offset=0), full[:12])
+
+
+def test_an_x0_head_returns_the_velocity_its_clean_latent_implies():
+    """prediction="x0": the head predicts the clean latent and forward() returns (x - x0) / sigma (sigma clamped),
+    so every consumer still sees a velocity; a perfect x0 gives exactly noise - x0."""
+    x0, noise = torch.randn(2, 16, 2, 4, 4), torch.randn(2, 16, 2, 4, 4)
+    t = torch.tensor([300.0, 10.0])  # sigma 0.3, and 0.01 (below the clamp)
+    sigma = (t / 1000).view(-1, 1, 1, 1, 1)
+    x = (1 - sigma) * x0 + sigma * noise
+    v = velocity_from_x0(x, x0, t)
+    torch.testing.assert_close(v[0], (noise - x0)[0])
+    torch.testing.assert_close(v[1], ((x - x0) / X0_MIN_SIGMA)[1])
+    velocity_model = build_backbone(backbone_preset("tiny"), seed=0)
+    with torch.no_grad():
+        velocity_model.head.head.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
+    x0_model = build_backbone(dataclasses.replace(backbone_preset("tiny"), prediction="x0"))
+    x0_model.load_state_dict(velocity_model.state_dict())
+    context = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        head = velocity_model(x, t, context)  # the same weights: the head's raw output
+        torch.testing.assert_close(x0_model(x, t, context), velocity_from_x0(x, head, t))
+    with pytest.raises(ValueError, match="unknown prediction 'eps'"):
+        dataclasses.replace(backbone_preset("tiny"), prediction="eps")

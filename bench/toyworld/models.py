@@ -6,6 +6,7 @@ Latent space: ``PatchCodec(16, patch=2)``, an exact space-to-depth of 2x2 pixel 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -45,8 +46,8 @@ def new_text_encoder(seed: int, cfg: BackboneConfig) -> WordTextEncoder:
         return WordTextEncoder(vocabulary(), cfg.text_dim)
 
 
-def new_backbone(seed: int, preset: str = "toy") -> WanDiT:
-    return build_backbone(backbone_preset(preset), seed=seed)
+def new_backbone(seed: int, preset: str = "toy", prediction: str = "velocity") -> WanDiT:
+    return build_backbone(dataclasses.replace(backbone_preset(preset), prediction=prediction), seed=seed)
 
 
 @dataclass

@@ -55,6 +55,7 @@ class PretrainConfig:
 
     steps: int = 10_249            # the whole run; the learning rate decays to min_lr over it
     preset: str = "toy"            # backbone preset
+    prediction: str = "velocity"   # what the backbone's head predicts ("x0": the clean latent)
     video_batch: int = 8
     image_batch: int = 32
     frames: int = 8
@@ -147,7 +148,7 @@ class _StateConfig:
 def pretrain(cfg: PretrainConfig, out: Path, *, minutes: float = math.inf, save_every: int = 500,
              log_every: int = 100) -> dict:
     """Train (or continue) the run in ``out`` for at most ``minutes``; returns a summary of the whole run."""
-    backbone = new_backbone(cfg.seed, cfg.preset)
+    backbone = new_backbone(cfg.seed, cfg.preset, cfg.prediction)
     models = ToyModels(backbone=backbone, text_encoder=new_text_encoder(cfg.seed, backbone.config))
     both = _Both(models)
     optimizer = torch.optim.AdamW(both.parameters(), lr=cfg.lr, weight_decay=0.01)
