@@ -107,17 +107,29 @@ def augment_pair(source: torch.Tensor, edited: torch.Tensor, params: AffineParam
     return both[0], both[1]
 
 
+def as_keyframes(images: torch.Tensor, name: str) -> torch.Tensor:
+    """One keyframe [H, W, 3] or several [K, H, W, 3] (RGB, any extra channel dropped) -> [K, H, W, 3]."""
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] < 3 or images.shape[0] < 1:
+        raise ValueError(f"the {name} must be an RGB image [H, W, 3] or a batch of them [K, H, W, 3], got shape "
+                         f"{tuple(images.shape)}")
+    return images[..., :3]
+
+
 def check_keyframes(source: torch.Tensor, edited: torch.Tensor, *,
                     video_size: tuple[int, int] | None = None) -> None:
-    """ValueErrors for a keyframe pair that cannot be tuned on: [H, W, 3] images of one size (that of the video)."""
-    for name, image in (("source keyframe", source), ("edited keyframe", edited)):
-        if image.ndim != 3 or image.shape[-1] < 3:
-            raise ValueError(f"the {name} must be one RGB image [H, W, 3], got shape {tuple(image.shape)}")
-    if source.shape[:2] != edited.shape[:2]:
-        raise ValueError(f"the edited keyframe is {edited.shape[1]}x{edited.shape[0]} but the source keyframe is "
-                         f"{source.shape[1]}x{source.shape[0]} (width x height): save the edit at the source "
+    """ValueErrors for keyframe pairs that cannot be tuned on: one pair [H, W, 3] or K pairs [K, H, W, 3], all of
+    one size (that of the video)."""
+    source, edited = as_keyframes(source, "source keyframe"), as_keyframes(edited, "edited keyframe")
+    if source.shape[0] != edited.shape[0]:
+        raise ValueError(f"{source.shape[0]} source keyframes but {edited.shape[0]} edited keyframes: give one edited "
+                         "frame per source frame, in the same order")
+    if source.shape[1:3] != edited.shape[1:3]:
+        raise ValueError(f"the edited keyframe is {edited.shape[2]}x{edited.shape[1]} but the source keyframe is "
+                         f"{source.shape[2]}x{source.shape[1]} (width x height): save the edit at the source "
                          "frame's size, or scale it to that size (e.g. with Upscale Image)")
-    h, w = source.shape[:2]
+    h, w = source.shape[1:3]
     if video_size is not None and tuple(video_size) != (h, w):
         raise ValueError(f"the keyframes are {w}x{h} but the video's frames are {video_size[1]}x{video_size[0]} "
                          "(width x height): take the source keyframe from the frames you edit (after any resizing) "
@@ -128,33 +140,36 @@ def check_keyframes(source: torch.Tensor, edited: torch.Tensor, *,
 
 
 class KeyframePairs:
-    """``count`` augmented copies of one keyframe pair as ``ImagePair``s; index 0 is the pair itself.
+    """``count`` augmented copies of K keyframe pairs as ``ImagePair``s; indices 0..K-1 are the pairs themselves.
 
-    Index i > 0 is warped with ``draw_affine(limits, ...)`` seeded by (seed, i), so the set is the same for a
-    seed; with ``limits=None`` every index is the pair itself.
+    Index i uses keyframe i mod K; index i >= K is warped with ``draw_affine(limits, ...)`` seeded by (seed, i),
+    so the set is the same for a seed; with ``limits=None`` every index is its pair itself. source, edited:
+    [H, W, 3] (one keyframe) or [K, H, W, 3].
     """
 
     def __init__(self, source: torch.Tensor, edited: torch.Tensor, instruction: str, *, count: int,
                  limits: AffineLimits | None, seed: int):
-        if count < 1:
-            raise ValueError(f"count must be >= 1 augmented pairs, got {count}")
+        self.source = as_keyframes(source, "source keyframe").float()  # [K, H, W, 3]
+        self.edited = as_keyframes(edited, "edited keyframe").float()
+        if count < self.source.shape[0]:
+            raise ValueError(f"count must be >= the {self.source.shape[0]} keyframes, got {count}")
         if not instruction.strip():
             raise ValueError("the instruction is empty: write what the edit does, e.g. 'make the car red'")
-        self.source, self.edited = source[..., :3].float(), edited[..., :3].float()
         self.instruction, self.count, self.limits, self.seed = instruction.strip(), count, limits, seed
 
     def __len__(self) -> int:
         return self.count
 
     def params(self, index: int) -> AffineParams:
-        if index == 0 or self.limits is None:
+        if index < self.source.shape[0] or self.limits is None:
             return AffineParams()
         return draw_affine(self.limits, seed=self.seed * 1_000_003 + index)
 
     def __getitem__(self, index: int) -> ImagePair:
         if not 0 <= index < self.count:
             raise IndexError(f"index {index} out of range({self.count})")
-        source, edited = augment_pair(self.source, self.edited, self.params(index))
+        k = index % self.source.shape[0]
+        source, edited = augment_pair(self.source[k], self.edited[k], self.params(index))
         return ImagePair(name=f"keyframe{index:04d}", source=source, target=edited, instruction=self.instruction)
 
 
@@ -229,7 +244,8 @@ def tune_on_keyframe(backbone: torch.nn.Module, adapter: ImVideoEditAdapter, *, 
                      video_size: tuple[int, int] | None = None,
                      callback: Callable[[TrainProgress], None] | None = None,
                      cancel: Callable[[], bool] | None = None) -> TuneResult:
-    """Fine-tune a copy of ``adapter`` on one keyframe pair (images [H, W, 3] in 0..1); ``adapter`` is untouched.
+    """Fine-tune a copy of ``adapter`` on keyframe pairs (one [H, W, 3] or K [K, H, W, 3], in 0..1, e.g. the
+    first, middle and last frame each edited); ``adapter`` is untouched.
 
     ``encode_images``: (B, 3, H, W) -> (B, C, 1, h, w) latents; ``encode_text``: list of B strings -> contexts.
     ``video_size`` (height, width), if given, must be the keyframes' size. Raises ``TrainingCancelled`` if

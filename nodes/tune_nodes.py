@@ -24,14 +24,6 @@ from .train_nodes import ComfyEncoders, frozen_core_backbone, output_path
 FRESH = "(fresh adapter)"  # the info path of a zero-start adapter, which has no file
 
 
-def single_image(image: torch.Tensor, name: str) -> torch.Tensor:
-    """IMAGE [1, H, W, C] -> [H, W, 3]; a batch of several frames is refused."""
-    if image.ndim != 4 or image.shape[0] != 1:
-        raise ValueError(f"{name} must be one image, got a batch of shape {tuple(image.shape)}: pick one frame "
-                         "with Get Image from Batch (batch_index = the keyframe's index, length 1)")
-    return image[0, :, :, :3]
-
-
 class TuneOnKeyframe(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -48,9 +40,11 @@ class TuneOnKeyframe(io.ComfyNode):
                                           "start from a fresh adapter (zero start)"),
                     io.Vae.Input("vae", tooltip="The Wan 2.1 VAE"),
                     io.Clip.Input("clip", tooltip="The umT5 text encoder (Load CLIP, type wan)"),
-                    io.Image.Input("source_keyframe", tooltip="The original frame (one image, e.g. Get Image from "
-                                                              "Batch on the video's frames)"),
-                    io.Image.Input("edited_keyframe", tooltip="The same frame after your edit, at the same size"),
+                    io.Image.Input("source_keyframe",
+                                   tooltip="The original frame (e.g. Get Image from Batch on the video's frames), or "
+                                           "several keyframes as one batch (e.g. first, middle and last)"),
+                    io.Image.Input("edited_keyframe",
+                                   tooltip="The same frame(s) after your edit, at the same size and in the same order"),
                     io.String.Input("instruction", default="", multiline=True,
                                     tooltip="The instruction you will edit the video with (the same text as the "
                                             "positive prompt)"),
@@ -77,8 +71,7 @@ class TuneOnKeyframe(io.ComfyNode):
     def execute(cls, model, vae, clip, source_keyframe, edited_keyframe, instruction: str, steps: int,
                 learning_rate: float, seed: int, augment: bool, save_name: str = "", video=None,
                 adapter: AdapterHolder | None = None) -> io.NodeOutput:
-        source = single_image(source_keyframe, "source_keyframe")
-        edited = single_image(edited_keyframe, "edited_keyframe")
+        source, edited = source_keyframe[..., :3], edited_keyframe[..., :3]  # [K, H, W, 3]: K keyframes
         video_size = tuple(video.shape[1:3]) if video is not None else None
         check_keyframes(source, edited, video_size=video_size)  # before the model is loaded
         if not instruction.strip():
@@ -104,8 +97,8 @@ class TuneOnKeyframe(io.ComfyNode):
         else:
             info = dataclasses.replace(adapter.info, training=training)
         start = "a fresh adapter" if adapter.info.path.name == FRESH else adapter.info.path.name
-        summary = (f"tuned {start} {result.steps_done} steps at lr {config.lr:g} on a "
-                   f"{source.shape[1]}x{source.shape[0]} keyframe "
+        summary = (f"tuned {start} {result.steps_done} steps at lr {config.lr:g} on "
+                   f"{source.shape[0]} keyframe(s) of {source.shape[2]}x{source.shape[1]} "
                    f"({'augmented' if augment else 'no augmentation'}): loss {first:.4f} -> {last:.4f} "
                    f"(means of the first and last {window})" + (f"; saved as {out.name}" if out else ""))
         return io.NodeOutput(AdapterHolder.wrap(tuned, info), summary)

@@ -168,3 +168,23 @@ def test_zero_start_tunes_a_fresh_adapter_that_begins_as_a_no_op(tiny_backbone):
     assert (defaults.steps, defaults.lr) == (ZERO_START.steps, ZERO_START.lr) and ZERO_START.lr > TRAINED_START.lr
     result = tune(tiny_backbone, fresh, config=KeyframeTuning(steps=40, lr=defaults.lr, batch_size=2, variants=8))
     assert fixed_loss(tiny_backbone, result.adapter, source, target) < 0.9 * before
+
+
+def test_several_keyframes_are_all_learned_from():
+    """K edited keyframes (e.g. first, middle, last): indices 0..K-1 are the pairs themselves, augmented copies
+    cycle through them, and one keyframe behaves exactly as before."""
+    source, edited = keyframes()
+    sources = torch.stack([source, source.flip(1), source.flip(0)])
+    editeds = torch.stack([edited, edited.flip(1), edited.flip(0)])
+    pairs = KeyframePairs(sources, editeds, INSTRUCTION, count=9, limits=AffineLimits(), seed=0)
+    for k in range(3):
+        assert torch.equal(pairs[k].source, sources[k]) and torch.equal(pairs[k].target, editeds[k])
+    assert pairs.params(2).is_identity and not pairs.params(3).is_identity
+    single = KeyframePairs(source, edited, INSTRUCTION, count=9, limits=AffineLimits(), seed=0)
+    batched_one = KeyframePairs(source[None], edited[None], INSTRUCTION, count=9, limits=AffineLimits(), seed=0)
+    assert all(torch.equal(single[i].target, batched_one[i].target) for i in range(9))
+    check_keyframes(sources, editeds, video_size=(32, 32))
+    with pytest.raises(ValueError, match="3 source keyframes but 2 edited keyframes"):
+        check_keyframes(sources, editeds[:2])
+    with pytest.raises(ValueError, match=r"must be an RGB image \[H, W, 3\] or a batch"):
+        check_keyframes(source[0], edited)

@@ -74,7 +74,7 @@ def test_size_mismatches_reach_the_user(comfyui, tiny_wan, adapter_file):
         tune(comfyui, model, holder, edited_keyframe=torch.zeros(1, 32, 48, 3))
     with pytest.raises(ValueError, match=r"keyframes are 32x32 but the video's frames are 64x48"):
         tune(comfyui, model, holder, video=torch.zeros(5, 48, 64, 3))
-    with pytest.raises(ValueError, match="must be one image, got a batch"):
+    with pytest.raises(ValueError, match="3 source keyframes but 1 edited keyframes"):
         tune(comfyui, model, holder, source_keyframe=torch.zeros(3, 32, 32, 3))
 
 
@@ -98,6 +98,15 @@ def test_cancel_stops_tuning(comfyui, tiny_wan, adapter_file, monkeypatch):
     assert all(torch.equal(v, before[k]) for k, v in holder.adapter.state_dict().items())
 
 
+def test_several_keyframes_tune_together(comfyui, tiny_wan, adapter_file):
+    model, _ = tiny_wan
+    holder = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="tiny_edit.safetensors"))[0]
+    source, edited = keyframes()
+    tuned, summary = tune(comfyui, model, holder, steps=3, source_keyframe=torch.cat([source, source.flip(2)]),
+                          edited_keyframe=torch.cat([edited, edited.flip(2)]))
+    assert "on 2 keyframe(s) of 32x32" in summary and tuned.info.training["keyframe_tuning"]["steps"] == 3
+
+
 def test_zero_start_tunes_a_fresh_adapter_sized_from_the_model(comfyui, tiny_wan):
     """No adapter connected: a fresh adapter sized for the MODEL, tuned with the zero-start defaults (steps and
     learning rate 0 = auto), plugs into Apply Adapter and changes the edit."""
@@ -112,12 +121,13 @@ def test_zero_start_tunes_a_fresh_adapter_sized_from_the_model(comfyui, tiny_wan
     assert tuned.info.training["keyframe_tuning"]["base"] == "(fresh adapter)"
     assert summary.startswith(f"tuned a fresh adapter 4 steps at lr {ZERO_START.lr:g}"), summary
     assert any(v.abs().max() > 0 for k, v in tuned.adapter.state_dict().items() if k.endswith(".o.weight"))
-    patched = output(comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=tuned, strength=1.0,
-                                                             source_cache="device"))[0]
     latent = torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(2))
     positive, negative, _, _ = conditioning(comfyui, latent)
-    args = dict(positive=positive, negative=negative, latent={"samples": latent}, seed=0, steps=2, cfg=2.0,
-                shift=3.0, strength=1.0, solver="euler", source_cache="device")
-    plain = output(comfyui.nodes["IMVESampler"].execute(model=model, **args))[0]["samples"]
-    edited = output(comfyui.nodes["IMVESampler"].execute(model=patched, **args))[0]["samples"]
-    assert (plain - edited).abs().max() > 1e-6
+    edits = []
+    for holder in (comfyui.nodes["IMVETuneOnKeyframe"]._fresh(model, 0), tuned):  # untuned: no change at all
+        patched = output(comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=holder, strength=1.0,
+                                                                 source_cache="device"))[0]
+        edits.append(output(comfyui.nodes["IMVESampler"].execute(
+            model=patched, positive=positive, negative=negative, latent={"samples": latent}, seed=0, steps=2,
+            cfg=2.0, shift=3.0, strength=1.0, solver="euler", source_cache="device"))[0]["samples"])
+    assert (edits[0] - edits[1]).abs().max() > 1e-6
