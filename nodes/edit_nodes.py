@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 import comfy.conds
-import comfy.model_sampling
 import comfy.sample
 import latent_preview
 from comfy_api.latest import io
+from comfy_extras.nodes_model_advanced import ModelSamplingSD3
 
 from ..imvideoedit_core.clip_policy import fit_clip, latent_map_to_frames
 from ..imvideoedit_core.streams import CACHE_PLACEMENTS
@@ -64,14 +64,11 @@ class EditConditioning(io.ComfyNode):
 
 
 def model_with_shift(model, shift: float):
-    """A clone of MODEL sampling flow-matching timesteps with ``shift`` (as ComfyUI's ModelSamplingSD3)."""
-    class FlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
-        pass
-    sampling = FlowSampling(model.model.model_config)
-    sampling.set_parameters(shift=shift, multiplier=1000)
-    patched = model.clone()
-    patched.add_object_patch("model_sampling", sampling)
-    return patched
+    """A clone of MODEL sampling flow-matching timesteps with ``shift``: ComfyUI's own ModelSamplingSD3, called."""
+    node = ModelSamplingSD3
+    if hasattr(node, "patch"):  # the classic node API
+        return node().patch(model, shift)[0]
+    return node.execute(model=model, shift=shift).args[0]  # should ComfyUI move it to its V3 API
 
 
 class Sampler(io.ComfyNode):
