@@ -18,11 +18,11 @@ if str(REPO_ROOT) not in sys.path:
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from imvideoedit_core.adapter import build_adapter  # noqa: E402
-from imvideoedit_core.backbone import build_backbone  # noqa: E402
-from imvideoedit_core.attention import math_attention, use_attention  # noqa: E402
-from imvideoedit_core.config import AdapterConfig, BackboneConfig  # noqa: E402
-from imvideoedit_core.streams import TwoStreamRunner  # noqa: E402
+from imvideoedit_core.model.adapter import build_adapter  # noqa: E402
+from imvideoedit_core.model.backbone import build_backbone  # noqa: E402
+from imvideoedit_core.model.attention import math_attention, use_attention  # noqa: E402
+from imvideoedit_core.model.config import AdapterConfig, BackboneConfig  # noqa: E402
+from imvideoedit_core.edit.streams import TwoStreamRunner  # noqa: E402
 
 GIB = 2**30
 

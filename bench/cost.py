@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from imvideoedit_core.attention import math_attention, use_attention
-from imvideoedit_core.config import adapter_preset, backbone_preset
+from imvideoedit_core.model.attention import math_attention, use_attention
+from imvideoedit_core.model.config import adapter_preset, backbone_preset
 
 META = torch.device("meta")
 GPUS = {  # peak dense bf16 tensor TFLOPS (vendor figures) and memory in GiB

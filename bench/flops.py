@@ -30,8 +30,8 @@ from _common import GIB, build_runner, count_flops, format_table, print_result_j
 
 import torch
 
-from imvideoedit_core.config import adapter_preset, backbone_preset
-from imvideoedit_core.streams import CachePlacement, TwoStreamRunner
+from imvideoedit_core.model.config import adapter_preset, backbone_preset
+from imvideoedit_core.edit.streams import CachePlacement, TwoStreamRunner
 
 META = torch.device("meta")
 

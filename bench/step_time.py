@@ -26,9 +26,9 @@ from _common import build_runner, count_flops, format_table, print_result_json
 
 import torch
 
-from imvideoedit_core.adapter import ImVideoEditAdapter
-from imvideoedit_core.config import AdapterConfig, BackboneConfig
-from imvideoedit_core.streams import TwoStreamRunner
+from imvideoedit_core.model.adapter import ImVideoEditAdapter
+from imvideoedit_core.model.config import AdapterConfig, BackboneConfig
+from imvideoedit_core.edit.streams import TwoStreamRunner
 
 # A small backbone with the real adapter/backbone width ratio (384/1536 = 64/256).
 BENCH_BACKBONE = BackboneConfig(dim=256, ffn_dim=1024, freq_dim=64, text_dim=64, num_heads=4, num_layers=4)

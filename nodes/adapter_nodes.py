@@ -5,10 +5,10 @@ from __future__ import annotations
 import folder_paths
 from comfy_api.latest import io
 
-from ..imvideoedit_core.adapter_file import load_adapter, read_adapter_info
-from ..imvideoedit_core.config import parse_blocks
-from ..imvideoedit_core.streams import CACHE_PLACEMENTS
-from ..imvideoedit_core.training import STATE_SUFFIX
+from ..imvideoedit_core.model.adapter_file import load_adapter, read_adapter_info
+from ..imvideoedit_core.model.config import parse_blocks
+from ..imvideoedit_core.edit.streams import CACHE_PLACEMENTS
+from ..imvideoedit_core.train.trainer import STATE_SUFFIX
 from .catalog import ADAPTER_FOLDER, CATEGORY, NODE_IDS
 from .host import AdapterHolder, apply_adapter
 

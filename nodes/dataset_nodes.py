@@ -8,7 +8,7 @@ from pathlib import Path
 import folder_paths
 from comfy_api.latest import io
 
-from ..imvideoedit_core.pair_writer import append_pairs
+from ..imvideoedit_core.train.pair_writer import append_pairs
 from .catalog import CATEGORY, NODE_IDS
 
 DEFAULT_DATASET = "imvideoedit_pairs"  # IMVE Train Adapter's default pairs_folder

@@ -10,7 +10,7 @@ import torch
 
 from comfy_api.latest import io
 
-from ..imvideoedit_core.degrade import MOTIONS, TEMPORAL_FILLS, DegradeConfig, animate_image, degrade_latent
+from ..imvideoedit_core.edit.degrade import MOTIONS, TEMPORAL_FILLS, DegradeConfig, animate_image, degrade_latent
 from .catalog import CATEGORY, NODE_IDS
 from .edit_nodes import source_samples
 

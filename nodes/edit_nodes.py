@@ -10,8 +10,8 @@ import latent_preview
 from comfy_api.latest import io
 from comfy_extras.nodes_model_advanced import ModelSamplingSD3
 
-from ..imvideoedit_core.clip_policy import fit_clip, latent_map_to_frames
-from ..imvideoedit_core.streams import CACHE_PLACEMENTS
+from ..imvideoedit_core.edit.clip_policy import fit_clip, latent_map_to_frames
+from ..imvideoedit_core.edit.streams import CACHE_PLACEMENTS
 from .catalog import CATEGORY, NODE_IDS
 from .host import CACHE_OPTION, SOURCE_COND, find_wrapper
 

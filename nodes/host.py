@@ -21,10 +21,10 @@ import comfy.model_management
 import comfy.model_patcher
 import comfy.patcher_extension
 
-from ..imvideoedit_core.adapter import ImVideoEditAdapter, SourceKV
-from ..imvideoedit_core.adapter_file import AdapterFileInfo, check_compatible
-from ..imvideoedit_core.config import BackboneConfig
-from ..imvideoedit_core.streams import CACHE_PLACEMENTS
+from ..imvideoedit_core.model.adapter import ImVideoEditAdapter, SourceKV
+from ..imvideoedit_core.model.adapter_file import AdapterFileInfo, check_compatible
+from ..imvideoedit_core.model.config import BackboneConfig
+from ..imvideoedit_core.edit.streams import CACHE_PLACEMENTS
 
 STATE_KEY = "imvideoedit"        # transformer_options key of the per-call state
 CACHE_OPTION = "imvideoedit_cache"  # transformer_options key a sampler may set to override the cache placement

@@ -12,8 +12,8 @@ import folder_paths
 import latent_preview
 from comfy_api.latest import InputImpl, io, ui
 
-from ..imvideoedit_core.long_video import EditWindowFn, WindowConfig, WindowJob, edit_video_file
-from ..imvideoedit_core.video_io import ReadOptions
+from ..imvideoedit_core.edit.long_video import EditWindowFn, WindowConfig, WindowJob, edit_video_file
+from ..imvideoedit_core.io.video import ReadOptions
 from .catalog import CATEGORY, NODE_IDS
 from .edit_nodes import SOLVERS, model_with_shift, with_source
 from .host import SHARED_OPTION, find_wrapper

@@ -13,12 +13,11 @@ import torch
 
 from comfy_api.latest import io
 
-from ..imvideoedit_core.clip_policy import TIME_STRIDE
-from ..imvideoedit_core.masks import BOUNDARIES, MaskBoundary, binary, edit_weight, latent_mask, step_index
+from ..imvideoedit_core.model.wan_strides import VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE
+from ..imvideoedit_core.edit.masks import BOUNDARIES, MaskBoundary, binary, edit_weight, latent_mask, step_index
 from .catalog import CATEGORY, NODE_IDS
 from .edit_nodes import source_samples
 
-VAE_STRIDE = 8  # Wan 2.1 VAE: 8x8 pixels per latent pixel
 
 
 class ProgressiveBand:
@@ -70,7 +69,8 @@ class EditMask(io.ComfyNode):
     def execute(cls, model, latent: dict, mask: torch.Tensor, boundary: str, band_width: int) -> io.NodeOutput:
         samples = source_samples(latent)
         _, _, frames, h, w = samples.shape
-        grid = latent_mask(mask.detach().float().cpu(), frames=TIME_STRIDE * (frames - 1) + 1, height=h * VAE_STRIDE,
-                           width=w * VAE_STRIDE, temporal_stride=TIME_STRIDE, spatial_stride=VAE_STRIDE)
-        band = MaskBoundary(kind=boundary, band=band_width / VAE_STRIDE)
+        grid = latent_mask(mask.detach().float().cpu(), frames=VAE_TEMPORAL_STRIDE * (frames - 1) + 1,
+                           height=h * VAE_SPATIAL_STRIDE, width=w * VAE_SPATIAL_STRIDE,
+                           temporal_stride=VAE_TEMPORAL_STRIDE, spatial_stride=VAE_SPATIAL_STRIDE)
+        band = MaskBoundary(kind=boundary, band=band_width / VAE_SPATIAL_STRIDE)
         return io.NodeOutput(with_boundary(model, band), {**latent, "noise_mask": binary(grid)})

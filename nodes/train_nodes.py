@@ -12,15 +12,15 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
-from ..imvideoedit_core.adapter import build_adapter
-from ..imvideoedit_core.adapter_file import load_adapter, read_adapter_info
-from ..imvideoedit_core.backbone import WanDiT
-from ..imvideoedit_core.config import adapter_config_for
-from ..imvideoedit_core.pairs import RESIZE_POLICIES, ImagePair, PairDataset, pairs_from_tensors, validate_size
-from ..imvideoedit_core.sampling import pad_contexts
-from ..imvideoedit_core.streams import TwoStreamRunner
-from ..imvideoedit_core.training import EncodedPairs, TrainConfig, TrainingCancelled, train_adapter
-from ..imvideoedit_core.wan_weights import load_wan_state_dict
+from ..imvideoedit_core.model.adapter import build_adapter
+from ..imvideoedit_core.model.adapter_file import load_adapter, read_adapter_info
+from ..imvideoedit_core.model.backbone import WanDiT
+from ..imvideoedit_core.model.config import adapter_config_for
+from ..imvideoedit_core.train.pairs import RESIZE_POLICIES, ImagePair, PairDataset, pairs_from_tensors, validate_size
+from ..imvideoedit_core.edit.sampling import pad_contexts
+from ..imvideoedit_core.edit.streams import TwoStreamRunner
+from ..imvideoedit_core.train.trainer import EncodedPairs, TrainConfig, TrainingCancelled, train_adapter
+from ..imvideoedit_core.model.wan_weights import load_wan_state_dict
 from .adapter_nodes import Adapter
 from .catalog import ADAPTER_FOLDER, CATEGORY, NODE_IDS
 from .host import AdapterHolder, wan_backbone_config

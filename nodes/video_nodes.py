@@ -12,7 +12,7 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
-from ..imvideoedit_core.video_io import ReadOptions, probe_video, read_video
+from ..imvideoedit_core.io.video import ReadOptions, probe_video, read_video
 from .catalog import CATEGORY, NODE_IDS
 
 MEMORY_SHARE = 0.75  # refuse a decode that would need more than this share of the free RAM

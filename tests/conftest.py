@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imvideoedit_core.adapter import ImVideoEditAdapter, build_adapter
-from imvideoedit_core.backbone import WanDiT, build_backbone
-from imvideoedit_core.config import adapter_preset, backbone_preset
+from imvideoedit_core.model.adapter import ImVideoEditAdapter, build_adapter
+from imvideoedit_core.model.backbone import WanDiT, build_backbone
+from imvideoedit_core.model.config import adapter_preset, backbone_preset
 from tiny import randomize
 
 torch.set_num_threads(1)  # tiny tensors: threads only add contention on a 2-core machine

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
 from train_data import ReconstructionPairs, tiny_runner  # noqa: E402
-from imvideoedit_core.training import TrainConfig, train_adapter  # noqa: E402
+from imvideoedit_core.train.trainer import TrainConfig, train_adapter  # noqa: E402
 
 
 def main(out_dir: str, steps: int) -> None:

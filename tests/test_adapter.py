@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from tiny import latent, randomize, text
-from imvideoedit_core.adapter import ImVideoEditAdapter, build_adapter
-from imvideoedit_core.config import AdapterConfig, adapter_preset, backbone_preset
-from imvideoedit_core.streams import TwoStreamRunner
+from imvideoedit_core.model.adapter import ImVideoEditAdapter, build_adapter
+from imvideoedit_core.model.config import AdapterConfig, adapter_preset, backbone_preset
+from imvideoedit_core.edit.streams import TwoStreamRunner
 
 T = torch.tensor([600.0])
 
@@ -176,7 +176,7 @@ def test_gate_ablations():
 
 
 def test_adapter_config_for_any_backbone():
-    from imvideoedit_core.config import BACKBONE_PRESETS, BackboneConfig, adapter_config_for
+    from imvideoedit_core.model.config import BACKBONE_PRESETS, BackboneConfig, adapter_config_for
     assert adapter_config_for(BACKBONE_PRESETS["wan2.1-t2v-1.3b"]) == adapter_preset("wan2.1-t2v-1.3b")
     odd = adapter_config_for(BackboneConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=2))  # ComfyUI's tiny Wan
     assert odd.inner_dim == 32 and odd.inner_dim % odd.num_heads == 0
@@ -184,7 +184,7 @@ def test_adapter_config_for_any_backbone():
 
 
 def test_parse_blocks():
-    from imvideoedit_core.config import parse_blocks
+    from imvideoedit_core.model.config import parse_blocks
     assert parse_blocks("all", available=(0, 1, 2)) == (0, 1, 2)
     assert parse_blocks(" 0-1, 2 ", available=(0, 1, 2, 3)) == (0, 1, 2)
     with pytest.raises(ValueError, match=r"blocks \[5\] carry no adapter"):

@@ -9,11 +9,11 @@ import torch
 from safetensors.torch import save_file
 
 from tiny import randomize
-from imvideoedit_core import adapter_file
-from imvideoedit_core.adapter import build_adapter
-from imvideoedit_core.adapter_file import (AdapterFileError, check_compatible, load_adapter, read_adapter_info,
+from imvideoedit_core.model import adapter_file
+from imvideoedit_core.model.adapter import build_adapter
+from imvideoedit_core.model.adapter_file import (AdapterFileError, check_compatible, load_adapter, read_adapter_info,
                                            save_adapter)
-from imvideoedit_core.config import AdapterConfig, adapter_preset, backbone_preset
+from imvideoedit_core.model.config import AdapterConfig, adapter_preset, backbone_preset
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import save_file
 
 from tiny import latent, text
-from imvideoedit_core.attention import math_attention, sdpa_attention, use_attention
-from imvideoedit_core.backbone import X0_MIN_SIGMA, WanDiT, build_backbone, velocity_from_x0
-from imvideoedit_core.config import BACKBONE_PRESETS, BackboneConfig, backbone_preset
-from imvideoedit_core.rope import rope_3d
-from imvideoedit_core.wan_weights import WanWeightsError, load_wan_checkpoint, load_wan_state_dict
+from imvideoedit_core.model.attention import math_attention, sdpa_attention, use_attention
+from imvideoedit_core.model.backbone import X0_MIN_SIGMA, WanDiT, build_backbone, velocity_from_x0
+from imvideoedit_core.model.config import BACKBONE_PRESETS, BackboneConfig, backbone_preset
+from imvideoedit_core.model.rope import rope_3d
+from imvideoedit_core.model.wan_weights import WanWeightsError, load_wan_checkpoint, load_wan_state_dict
 
 
 def official_wan21_t2v_shapes(dim: int, ffn: int, layers: int) -> dict[str, tuple[int, ...]]:

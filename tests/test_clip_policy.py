@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imvideoedit_core.clip_policy import fit_clip, latent_map_to_frames, nearest_multiple, wan_frame_count
+from imvideoedit_core.edit.clip_policy import fit_clip, latent_map_to_frames, nearest_multiple, wan_frame_count
 
 
 def test_frame_counts_become_4k_plus_1():

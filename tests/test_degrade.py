@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from imvideoedit_core.degrade import MOTIONS, DegradeConfig, animate_image, degrade_latent
-from imvideoedit_core.sampling import SamplerConfig, StepInfo, edit_latent, guided_velocity, sample_from
-from imvideoedit_core.streams import TwoStreamRunner
+from imvideoedit_core.edit.degrade import MOTIONS, DegradeConfig, animate_image, degrade_latent
+from imvideoedit_core.edit.sampling import SamplerConfig, StepInfo, edit_latent, guided_velocity, sample_from
+from imvideoedit_core.edit.streams import TwoStreamRunner
 from tiny import latent, text
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imvideoedit_core.config import adapter_config_for, adapter_preset
-from imvideoedit_core.keyframe_tuning import (TRAINED_START, ZERO_START, AffineLimits, AffineParams, KeyframePairs,
+from imvideoedit_core.model.config import adapter_config_for, adapter_preset
+from imvideoedit_core.train.keyframe_tuning import (TRAINED_START, ZERO_START, AffineLimits, AffineParams, KeyframePairs,
                                               KeyframeTuning, augment_pair, check_keyframes, draw_affine,
                                               start_defaults, tune_on_keyframe, warp, zero_start_adapter)
-from imvideoedit_core.standins import ByteTextEncoder, PatchCodec
-from imvideoedit_core.streams import TwoStreamRunner
-from imvideoedit_core.training import FlowMatchingLoss, LatentBatch, TrainingCancelled
+from bench.standins import ByteTextEncoder, PatchCodec
+from imvideoedit_core.edit.streams import TwoStreamRunner
+from imvideoedit_core.train.trainer import FlowMatchingLoss, LatentBatch, TrainingCancelled
 
 CODEC = PatchCodec(channels=16, patch=2)
 TEXT = ByteTextEncoder(32, max_len=24, seed=0)

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from imvideoedit_core.adapter import SourceKV
-from imvideoedit_core.long_video import (LongEditStats, WindowConfig, WindowJob, edit_long_video, edit_video_file,
+from imvideoedit_core.model.adapter import SourceKV
+from imvideoedit_core.edit.long_video import (LongEditStats, WindowConfig, WindowJob, edit_long_video, edit_video_file,
                                          keyframe_indices, overlap_ramp, plan_windows, runner_window_editor)
-from imvideoedit_core.sampling import SamplerConfig, edit_latent
-from imvideoedit_core.standins import PatchCodec
-from imvideoedit_core.streams import TwoStreamRunner
-from imvideoedit_core.video_io import read_video, write_video
+from imvideoedit_core.edit.sampling import SamplerConfig, edit_latent
+from bench.standins import PatchCodec
+from imvideoedit_core.edit.streams import TwoStreamRunner
+from imvideoedit_core.io.video import read_video, write_video
 from tests.tiny import latent, text
 
 CODEC = PatchCodec(channels=16, patch=2)

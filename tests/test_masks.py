@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from tiny import latent, text
-from imvideoedit_core.masks import (MaskBoundary, band_radius, edit_weight, gate_latent_mask, keep_schedule,
+from imvideoedit_core.edit.masks import (MaskBoundary, band_radius, edit_weight, gate_latent_mask, keep_schedule,
                                     latent_mask, mask_hook, masked_edit, soft_dilate, step_index)
-from imvideoedit_core.sampling import SamplerConfig, edit_latent, flow_sigmas
-from imvideoedit_core.streams import TwoStreamRunner
+from imvideoedit_core.edit.sampling import SamplerConfig, edit_latent, flow_sigmas
+from imvideoedit_core.edit.streams import TwoStreamRunner
 
 CONFIG = SamplerConfig(steps=4, cfg=2.0, shift=3.0, seed=3)
 

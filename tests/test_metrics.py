@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from imvideoedit_core.metrics import (
+from bench.metrics import (
     MaskedPSNR,
     VideoFlows,
     VideoMetrics,

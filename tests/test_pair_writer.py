@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from imvideoedit_core import files
-from imvideoedit_core.pair_writer import IMAGES_DIR, append_pairs
-from imvideoedit_core.pairs import MANIFEST_NAME, PairDataset, PairDatasetError
+from imvideoedit_core.io import files
+from imvideoedit_core.train.pair_writer import IMAGES_DIR, append_pairs
+from imvideoedit_core.train.pairs import MANIFEST_NAME, PairDataset, PairDatasetError
 
 
 def images(count: int, *, seed: int, size: tuple[int, int] = (16, 24)) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Tests for imvideoedit_core.pairs: scanning, error reports, loading, resizing, batching, collation."""
+"""Tests for imvideoedit_core.train.pairs: scanning, error reports, loading, resizing, batching, collation."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from PIL import Image
 import pytest
 import torch
 
-from imvideoedit_core import pairs
-from imvideoedit_core.pairs import (
+from imvideoedit_core.train import pairs
+from imvideoedit_core.train.pairs import (
     MAX_LISTED_PROBLEMS,
     ImagePair,
     PairDataset,
@@ -134,7 +134,7 @@ def test_manifest_in_folder_wins_over_pair_files(tmp_path, caplog):
     write_manifest(tmp_path / "manifest.jsonl", [
         {"source": "from_files_tgt.png", "target": "from_files_src.png", "instruction": "undo", "name": "listed"},
     ])
-    with caplog.at_level(logging.INFO, logger="imvideoedit_core.pairs"):
+    with caplog.at_level(logging.INFO, logger="imvideoedit_core.train.pairs"):
         entries = scan_pairs(tmp_path)
     assert [entry.name for entry in entries] == ["listed"]
     assert "manifest wins" in caplog.text
@@ -146,7 +146,7 @@ def test_stray_files_are_ignored_with_a_warning(tmp_path, caplog):
     (tmp_path / "notes.md").write_text("notes", encoding="utf-8")
     (tmp_path / ".DS_Store").write_bytes(b"\0")
     (tmp_path / "subfolder").mkdir()
-    with caplog.at_level(logging.WARNING, logger="imvideoedit_core.pairs"):
+    with caplog.at_level(logging.WARNING, logger="imvideoedit_core.train.pairs"):
         entries = scan_pairs(tmp_path)
     assert [entry.name for entry in entries] == ["good"]
     assert "README.txt" in caplog.text and "notes.md" in caplog.text and ".DS_Store" not in caplog.text
@@ -447,7 +447,7 @@ def test_collate_rejects_mixed_sizes(tmp_path):
 
 
 def test_pairs_from_image_batches():
-    from imvideoedit_core.pairs import pairs_from_tensors
+    from imvideoedit_core.train.pairs import pairs_from_tensors
     sources, targets = torch.rand(3, 16, 16, 3), torch.rand(3, 16, 16, 3)
     pairs = pairs_from_tensors(sources, targets, ["make it red"])
     assert [p.instruction for p in pairs] == ["make it red"] * 3 and torch.equal(pairs[2].target, targets[2])

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from tiny import latent, text
-from imvideoedit_core.sampling import (SamplerConfig, SamplingCancelled, StepInfo, edit_latent, flow_sigmas,
+from imvideoedit_core.edit.sampling import (SamplerConfig, SamplingCancelled, StepInfo, edit_latent, flow_sigmas,
                                        guided_velocity, sample, seeded_noise, shift_sigma)
-from imvideoedit_core.streams import TwoStreamRunner
+from imvideoedit_core.edit.streams import TwoStreamRunner
 
 
 def test_schedule_shape_endpoints_and_shift():
@@ -129,7 +129,7 @@ def test_sampler_config_errors(kwargs, message):
 
 
 def test_plain_backbone_guidance_and_explicit_noise(tiny_backbone):
-    from imvideoedit_core.sampling import backbone_velocity, sample_from
+    from imvideoedit_core.edit.sampling import backbone_velocity, sample_from
     cond, uncond, x, sigma = text(0), torch.zeros(1, 5, 32), latent(3), 0.4
     t = torch.tensor([400.0])
     with torch.no_grad():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imvideoedit_core.standins import ByteTextEncoder, PatchCodec
+from bench.standins import ByteTextEncoder, PatchCodec
 
 
 def test_patch_codec_round_trip_is_exact():
@@ -37,7 +37,7 @@ def test_byte_text_encoder_is_deterministic_and_zero_padded():
 
 
 def test_word_text_encoder_tokenizes_known_words_and_pads_with_zeros():
-    from imvideoedit_core.standins import WordTextEncoder
+    from bench.standins import WordTextEncoder
     enc = WordTextEncoder(["a", "circle", "red"], 16, max_len=6)
     ids = enc.tokenize(["a red circle", "A RED, circle!", "a blue circle", ""])
     assert ids[0].tolist() == [2, 4, 3, 0, 0, 0] and torch.equal(ids[0], ids[1])  # case and punctuation ignored

@@ -10,7 +10,7 @@ import torch
 from bench.toyworld import world
 from bench.toyworld.demo import REFERENCE, run
 from bench.toyworld.models import ADAPTER_FILE, MODELS_DIR, load_models
-from imvideoedit_core.adapter_file import read_adapter_info
+from imvideoedit_core.model.adapter_file import read_adapter_info
 
 
 def test_committed_models_load_and_fit_together():

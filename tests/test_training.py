@@ -15,12 +15,12 @@ import torch
 from safetensors.torch import load_file
 
 from train_data import ReconstructionPairs, tiny_runner
-from imvideoedit_core.adapter_file import load_adapter, read_adapter_info
-from imvideoedit_core.pairs import PairDataset
-from imvideoedit_core.sampling import SamplerConfig, edit_latent
-from imvideoedit_core.standins import ByteTextEncoder, PatchCodec
-from imvideoedit_core.streams import TwoStreamRunner
-from imvideoedit_core.training import (EncodedPairs, FlowMatchingLoss, LatentBatch, TrainConfig,
+from imvideoedit_core.model.adapter_file import load_adapter, read_adapter_info
+from imvideoedit_core.train.pairs import PairDataset
+from imvideoedit_core.edit.sampling import SamplerConfig, edit_latent
+from bench.standins import ByteTextEncoder, PatchCodec
+from imvideoedit_core.edit.streams import TwoStreamRunner
+from imvideoedit_core.train.trainer import (EncodedPairs, FlowMatchingLoss, LatentBatch, TrainConfig,
                                        TrainingCancelled, difference_mask, state_path, train_adapter)
 
 

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from imvideoedit_core import video_io
-from imvideoedit_core.video_io import (
+from imvideoedit_core.io import video as video_io
+from imvideoedit_core.io.video import (
     MP4_CODECS,
     ReadOptions,
     VideoReadError,
@@ -329,7 +329,7 @@ def test_writer_writes_h264_that_browsers_play(tmp_path):
 
 
 def test_without_pyav_the_opencv_fallback_says_what_it_wrote(tmp_path, fresh_codec_cache, caplog):
-    with caplog.at_level("WARNING", logger="imvideoedit_core.video_io"):
+    with caplog.at_level("WARNING", logger="imvideoedit_core.io.video"):
         info = write_video(tmp_path / "a.mp4", make_frames(2), fps=10)
     assert info.codec in MP4_CODECS
     if info.codec == "mp4v":  # the opencv-python wheels have no H.264 encoder

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from imvideoedit_core.adapter import build_adapter
-from imvideoedit_core.backbone import build_backbone
-from imvideoedit_core.config import adapter_preset, backbone_preset
-from imvideoedit_core.streams import TwoStreamRunner
-from imvideoedit_core.training import LatentBatch
+from imvideoedit_core.model.adapter import build_adapter
+from imvideoedit_core.model.backbone import build_backbone
+from imvideoedit_core.model.config import adapter_preset, backbone_preset
+from imvideoedit_core.edit.streams import TwoStreamRunner
+from imvideoedit_core.train.trainer import LatentBatch
 
 
 def tiny_runner(seed: int = 0) -> TwoStreamRunner:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imvideoedit_core.adapter_file import load_adapter
-from imvideoedit_core.video_io import write_video
+from imvideoedit_core.model.adapter_file import load_adapter
+from imvideoedit_core.io.video import write_video
 
 from . import judge, world
 from .evaluate import EvalConfig, edit_success, eval_examples, gate_heat_map, make_batch, run_adapter, write_sheet

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from imvideoedit_core.adapter_file import load_adapter
-from imvideoedit_core.metrics import evaluate_edit
-from imvideoedit_core.sampling import SamplerConfig, backbone_velocity, edit_latent, sample_from, seeded_noise
-from imvideoedit_core.streams import TwoStreamRunner
+from imvideoedit_core.model.adapter_file import load_adapter
+from bench.metrics import evaluate_edit
+from imvideoedit_core.edit.sampling import SamplerConfig, backbone_velocity, edit_latent, sample_from, seeded_noise
+from imvideoedit_core.edit.streams import TwoStreamRunner
 
 from . import judge, world
 from .models import ADAPTER_FILE, CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, load_models

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imvideoedit_core.sampling import backbone_velocity, sample_from, seeded_noise
+from imvideoedit_core.edit.sampling import backbone_velocity, sample_from, seeded_noise
 
 from . import judge, world
 from .evaluate import SHEETS, EvalConfig, decode, write_sheet

@@ -20,10 +20,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from imvideoedit_core.adapter_file import load_adapter
-from imvideoedit_core.keyframe_tuning import KeyframeTuning, tune_on_keyframe
-from imvideoedit_core.sampling import KnownLatentHook, edit_latent, seeded_noise
-from imvideoedit_core.streams import TwoStreamRunner
+from imvideoedit_core.model.adapter_file import load_adapter
+from imvideoedit_core.train.keyframe_tuning import KeyframeTuning, tune_on_keyframe
+from imvideoedit_core.edit.sampling import KnownLatentHook, edit_latent, seeded_noise
+from imvideoedit_core.edit.streams import TwoStreamRunner
 
 from . import world
 from .evaluate import EvalConfig, decode, eval_examples, make_batch, score

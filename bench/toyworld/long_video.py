@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imvideoedit_core.adapter_file import load_adapter
-from imvideoedit_core.long_video import (WindowConfig, edit_long_video, edit_video_file, keyframe_indices,
+from imvideoedit_core.model.adapter_file import load_adapter
+from imvideoedit_core.edit.long_video import (WindowConfig, edit_long_video, edit_video_file, keyframe_indices,
                                          plan_windows, runner_window_editor)
-from imvideoedit_core.sampling import edit_latent
-from imvideoedit_core.streams import TwoStreamRunner
-from imvideoedit_core.video_io import read_video, write_video
+from imvideoedit_core.edit.sampling import edit_latent
+from imvideoedit_core.edit.streams import TwoStreamRunner
+from imvideoedit_core.io.video import read_video, write_video
 
 from . import world
 from .evaluate import EvalConfig, score

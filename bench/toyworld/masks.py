@@ -24,11 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imvideoedit_core.adapter_file import load_adapter
-from imvideoedit_core.masks import MaskBoundary, gate_latent_mask, latent_mask, masked_edit
-from imvideoedit_core.metrics import psnr
-from imvideoedit_core.sampling import edit_latent
-from imvideoedit_core.streams import TwoStreamRunner
+from imvideoedit_core.model.adapter_file import load_adapter
+from imvideoedit_core.edit.masks import MaskBoundary, gate_latent_mask, latent_mask, masked_edit
+from bench.metrics import psnr
+from imvideoedit_core.edit.sampling import edit_latent
+from imvideoedit_core.edit.streams import TwoStreamRunner
 
 from . import world
 from .evaluate import Batch, EvalConfig, decode, edit_success, eval_examples, make_batch

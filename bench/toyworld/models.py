@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from imvideoedit_core.adapter_file import atomic_save_safetensors
-from imvideoedit_core.backbone import WanDiT, build_backbone
-from imvideoedit_core.config import BackboneConfig, backbone_preset
-from imvideoedit_core.standins import PatchCodec, WordTextEncoder
+from imvideoedit_core.model.adapter_file import atomic_save_safetensors
+from imvideoedit_core.model.backbone import WanDiT, build_backbone
+from imvideoedit_core.model.config import BackboneConfig, backbone_preset
+from bench.standins import PatchCodec, WordTextEncoder
 
 from . import world
 

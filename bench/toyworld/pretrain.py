@@ -34,10 +34,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import safe_open
 
-from imvideoedit_core.adapter_file import STATE_FORMAT
-from imvideoedit_core.config import BackboneConfig
-from imvideoedit_core.sampling import noised
-from imvideoedit_core.training import EMA, load_train_state, save_train_state
+from imvideoedit_core.model.adapter_file import STATE_FORMAT
+from imvideoedit_core.model.config import BackboneConfig
+from imvideoedit_core.edit.sampling import noised
+from imvideoedit_core.train.trainer import EMA, load_train_state, save_train_state
 
 from . import world
 from .models import (CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, new_backbone, new_text_encoder, save_models)

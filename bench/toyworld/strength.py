@@ -20,10 +20,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from imvideoedit_core.adapter_file import load_adapter
-from imvideoedit_core.degrade import DegradeConfig, animate_image, degrade_latent
-from imvideoedit_core.sampling import backbone_velocity, edit_latent, sample_from
-from imvideoedit_core.streams import TwoStreamRunner
+from imvideoedit_core.model.adapter_file import load_adapter
+from imvideoedit_core.edit.degrade import DegradeConfig, animate_image, degrade_latent
+from imvideoedit_core.edit.sampling import backbone_velocity, edit_latent, sample_from
+from imvideoedit_core.edit.streams import TwoStreamRunner
 
 from . import world
 from .evaluate import Batch, EvalConfig, decode, eval_examples, make_batch, score

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from imvideoedit_core.adapter import build_adapter
-from imvideoedit_core.config import AdapterConfig, adapter_preset
-from imvideoedit_core.streams import TwoStreamRunner
-from imvideoedit_core.training import LatentBatch, TrainConfig, difference_mask, train_adapter
+from imvideoedit_core.model.adapter import build_adapter
+from imvideoedit_core.model.config import AdapterConfig, adapter_preset
+from imvideoedit_core.edit.streams import TwoStreamRunner
+from imvideoedit_core.train.trainer import LatentBatch, TrainConfig, difference_mask, train_adapter
 
 from . import world
 from .models import ADAPTER_FILE, CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, load_models

@@ -7,9 +7,9 @@ import torch
 
 from test_comfyui_inprocess import (StandInVAE, adapter_file, conditioning, output, patched_model,  # noqa: F401
                                     tiny_wan)
-from imvideoedit_core.degrade import DegradeConfig, degrade_latent
-from imvideoedit_core.sampling import SamplerConfig, edit_latent, flow_sigmas
-from imvideoedit_core.streams import TwoStreamRunner
+from imvideoedit_core.edit.degrade import DegradeConfig, degrade_latent
+from imvideoedit_core.edit.sampling import SamplerConfig, edit_latent, flow_sigmas
+from imvideoedit_core.edit.streams import TwoStreamRunner
 
 
 def source_latent() -> torch.Tensor:

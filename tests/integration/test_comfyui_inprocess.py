@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import save_file
 
 from tiny import randomize
-from imvideoedit_core.adapter import build_adapter
-from imvideoedit_core.adapter_file import save_adapter
-from imvideoedit_core.backbone import build_backbone
-from imvideoedit_core.config import adapter_preset, backbone_preset
-from imvideoedit_core.sampling import SamplerConfig, edit_latent, flow_sigmas
-from imvideoedit_core.streams import TwoStreamRunner
+from imvideoedit_core.model.adapter import build_adapter
+from imvideoedit_core.model.adapter_file import save_adapter
+from imvideoedit_core.model.backbone import build_backbone
+from imvideoedit_core.model.config import adapter_preset, backbone_preset
+from imvideoedit_core.edit.sampling import SamplerConfig, edit_latent, flow_sigmas
+from imvideoedit_core.edit.streams import TwoStreamRunner
 
 TINY = backbone_preset("tiny")  # dim 64, 2 heads, text_dim 32, freq_dim 32: ComfyUI reads these from the metadata
 
@@ -251,7 +251,7 @@ def test_cancelled_training_leaves_the_last_good_checkpoint(comfyui, tiny_wan, m
 
 
 def test_load_video_frames_streams_and_refuses_what_does_not_fit(comfyui, monkeypatch):
-    from imvideoedit_core.video_io import write_video
+    from imvideoedit_core.io.video import write_video
     clip = torch.rand(12, 40, 56, 3)
     write_video(comfyui.base / "input" / "clip.mp4", clip, fps=12)
     node = comfyui.nodes["IMVELoadVideoFrames"]
@@ -370,7 +370,7 @@ def test_training_node_takes_image_batches(comfyui, tiny_wan):
 
 def test_load_video_frames_from_a_video_socket(comfyui):
     from comfy_api.latest import InputImpl
-    from imvideoedit_core.video_io import write_video
+    from imvideoedit_core.io.video import write_video
     path = comfyui.base / "clip_socket.mp4"
     write_video(path, torch.rand(6, 32, 48, 3), fps=6)
     frames, fps, count, info = output(comfyui.nodes["IMVELoadVideoFrames"].execute(

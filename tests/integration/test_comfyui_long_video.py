@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from test_comfyui_inprocess import StandInVAE, adapter_file, conditioning, output, patched_model, tiny_wan  # noqa: F401
-from imvideoedit_core.long_video import WindowJob
-from imvideoedit_core.sampling import SamplerConfig, edit_latent, flow_sigmas
-from imvideoedit_core.streams import TwoStreamRunner
-from imvideoedit_core.video_io import read_video, write_video
+from imvideoedit_core.edit.long_video import WindowJob
+from imvideoedit_core.edit.sampling import SamplerConfig, edit_latent, flow_sigmas
+from imvideoedit_core.edit.streams import TwoStreamRunner
+from imvideoedit_core.io.video import read_video, write_video
 
 
 class StandInVideoVAE(StandInVAE):

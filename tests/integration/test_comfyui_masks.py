@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from test_comfyui_inprocess import adapter_file, conditioning, output, patched_model, tiny_wan  # noqa: F401
-from imvideoedit_core.masks import MaskBoundary, mask_hook
-from imvideoedit_core.sampling import SamplerConfig, edit_latent, flow_sigmas
-from imvideoedit_core.streams import TwoStreamRunner
+from imvideoedit_core.edit.masks import MaskBoundary, mask_hook
+from imvideoedit_core.edit.sampling import SamplerConfig, edit_latent, flow_sigmas
+from imvideoedit_core.edit.streams import TwoStreamRunner
 
 
 def source_latent() -> torch.Tensor:

@@ -110,8 +110,8 @@ def test_several_keyframes_tune_together(comfyui, tiny_wan, adapter_file):
 def test_zero_start_tunes_a_fresh_adapter_sized_from_the_model(comfyui, tiny_wan):
     """No adapter connected: a fresh adapter sized for the MODEL, tuned with the zero-start defaults (steps and
     learning rate 0 = auto), plugs into Apply Adapter and changes the edit."""
-    from imvideoedit_pack.imvideoedit_core.config import adapter_config_for
-    from imvideoedit_pack.imvideoedit_core.keyframe_tuning import ZERO_START
+    from imvideoedit_pack.imvideoedit_core.model.config import adapter_config_for
+    from imvideoedit_pack.imvideoedit_core.train.keyframe_tuning import ZERO_START
     from imvideoedit_pack.nodes.host import wan_backbone_config
     model, _ = tiny_wan
     tuned, summary = tune(comfyui, model, None, steps=4, learning_rate=0.0)

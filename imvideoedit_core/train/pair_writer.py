@@ -30,11 +30,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .files import atomic_write_bytes
+from ..io.files import atomic_write_bytes
+from ..model.wan_strides import SIZE_MULTIPLE
 from .pairs import MANIFEST_NAME, PairDatasetError, PairProblem
 
 IMAGES_DIR = "images"
-MIN_SIDE = 16  # px: the VAE downsamples by 8 and the patch embedding by 2
+MIN_SIDE = SIZE_MULTIPLE  # px: one token
 NAME_LENGTH = 16  # hex digits of the content hash that name a pair
 
 

@@ -26,9 +26,9 @@ from typing import Callable, Iterable, Iterator, Protocol
 import numpy as np
 import torch
 
+from ..io.video import ReadOptions, VideoWriter, iter_frames, probe_video
 from .sampling import CachePlacement, KnownLatentHook, SamplerConfig, edit_latent, seeded_noise
 from .streams import TwoStreamRunner
-from .video_io import ReadOptions, VideoWriter, iter_frames, probe_video
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .adapter import ImVideoEditAdapter, build_adapter
-from .config import BackboneConfig, adapter_config_for
+from ..edit.streams import TwoStreamRunner
+from ..model.adapter import ImVideoEditAdapter, build_adapter
+from ..model.config import BackboneConfig, adapter_config_for
+from ..model.wan_strides import SIZE_MULTIPLE
 from .pairs import ImagePair
-from .streams import TwoStreamRunner
-from .training import EncodedPairs, TrainConfig, TrainProgress, TrainResult, train_adapter
+from .trainer import EncodedPairs, TrainConfig, TrainProgress, TrainResult, train_adapter
 
-SIZE_MULTIPLE = 16  # the Wan VAE downsamples by 8 and the patch embedding by 2
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import Callable, Literal
 
 import torch
 
-from .adapter import ImVideoEditAdapter, SourceKV
-from .backbone import BlockContext, WanDiT
+from ..model.adapter import ImVideoEditAdapter, SourceKV
+from ..model.backbone import BlockContext, WanDiT
 
 CachePlacement = Literal["device", "cpu", "off"]
 CACHE_PLACEMENTS = ("device", "cpu", "off")

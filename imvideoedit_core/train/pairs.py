@@ -58,7 +58,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .images import opencv_to_rgb
+from ..io.images import opencv_to_rgb
+from ..model.wan_strides import SIZE_MULTIPLE
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,6 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MANIFEST_NAME = "manifest.jsonl"
 MANIFEST_REQUIRED_KEYS: tuple[str, ...] = ("source", "target", "instruction")
 MANIFEST_OPTIONAL_KEYS: tuple[str, ...] = ("name",)
-SIZE_MULTIPLE = 16  # the Wan VAE downsamples by 8 and the patch embedding by 2
 MAX_LISTED_PROBLEMS = 50  # the error message lists this many; PairDatasetError.problems holds them all
 
 _EXTENSIONS_TEXT = ", ".join(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)

@@ -12,15 +12,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-SIZE_MULTIPLE = 16
-TIME_STRIDE = 4
+from ..model.wan_strides import SIZE_MULTIPLE, VAE_TEMPORAL_STRIDE
 
 
 def wan_frame_count(frames: int) -> int:
     """The largest 4k+1 <= frames."""
     if frames < 1:
         raise ValueError("the clip has no frames: load at least one frame")
-    return (frames - 1) // TIME_STRIDE * TIME_STRIDE + 1
+    return (frames - 1) // VAE_TEMPORAL_STRIDE * VAE_TEMPORAL_STRIDE + 1
 
 
 def nearest_multiple(size: int, multiple: int = SIZE_MULTIPLE) -> int:
@@ -59,7 +58,7 @@ def fit_clip(images: torch.Tensor) -> FittedClip:
 
 def latent_map_to_frames(maps: torch.Tensor, *, height: int, width: int) -> torch.Tensor:
     """Maps on the latent token grid (F, h, w) -> per video frame masks [4(F-1)+1, height, width] (nearest)."""
-    repeats = torch.full((maps.shape[0],), TIME_STRIDE, dtype=torch.long)
+    repeats = torch.full((maps.shape[0],), VAE_TEMPORAL_STRIDE, dtype=torch.long)
     repeats[0] = 1  # the first latent frame encodes one video frame, each later one four
     per_frame = maps.float().repeat_interleave(repeats.to(maps.device), dim=0)       # (T, h, w)
     return F.interpolate(per_frame[:, None], size=(height, width), mode="nearest")[:, 0]

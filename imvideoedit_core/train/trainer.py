@@ -21,10 +21,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import safe_open
 
-from .adapter_file import STATE_FORMAT, atomic_save_safetensors, save_adapter
+from ..edit.sampling import noised, pad_contexts, shift_sigma
+from ..edit.streams import TwoStreamRunner
+from ..model.adapter_file import STATE_FORMAT, atomic_save_safetensors, save_adapter
 from .pairs import ImagePair, PairDataset, batch_indices, collate
-from .sampling import noised, pad_contexts, shift_sigma
-from .streams import TwoStreamRunner
 
 STATE_SUFFIX = ".train-state.safetensors"  # NAME.safetensors resumes from NAME.train-state.safetensors
 

@@ -19,9 +19,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..io.files import atomic_write
 from .adapter import TORCH_OPERATIONS, ImVideoEditAdapter
 from .config import AdapterConfig, BackboneConfig
-from .files import atomic_write
 
 FORMAT_NAME = "imvideoedit-adapter"
 FORMAT_VERSION = 1

@@ -1,0 +1,1 @@
+"""Training: the adapter trainer, keyframe tuning, image-pair datasets (reading and writing)."""
