@@ -1,4 +1,5 @@
-"""The ToyWorld measurements (long videos, masks, keyframe tuning, strength, text-to-video) in their quick modes.
+"""The ToyWorld measurements (long videos, masks, keyframe tuning, strength, text-to-video, zero start) in their
+quick modes.
 
 Each runs end to end on the shipped models with few videos and steps, prints its tables and writes nothing: the
 stored results and the report must be left exactly as they were.
@@ -27,6 +28,7 @@ def digest(paths: list[Path]) -> list[str]:
     ("keyframe_tuning", ["tuned_aug"]),
     ("strength", ["| ours | none | 0.250 |", "perspective"]),
     ("generation", ['"present"', '"acceleration_vs_truth"']),
+    ("zero_start", ["'zero, 3 keyframes, lr 1e-3'", "'untuned_trained_psnr'"]),
 ])
 def test_quick_measurement_runs_and_writes_nothing(module, expected):
     before = digest(STORED)

@@ -27,6 +27,17 @@ def tune(comfyui, model, holder, **overrides):
     return output(comfyui.nodes["IMVETuneOnKeyframe"].execute(**kwargs))
 
 
+def edited_latent(comfyui, model, holder) -> torch.Tensor:
+    """A 2-step edit of a fixed latent through Apply Adapter and IMVE Sampler with ``holder``'s adapter."""
+    latent = torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    positive, negative, _, _ = conditioning(comfyui, latent)
+    patched = output(comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=holder, strength=1.0,
+                                                             source_cache="device"))[0]
+    return output(comfyui.nodes["IMVESampler"].execute(
+        model=patched, positive=positive, negative=negative, latent={"samples": latent}, seed=0, steps=2, cfg=2.0,
+        shift=3.0, strength=1.0, solver="euler", source_cache="device"))[0]["samples"]
+
+
 def weights(holder):
     return {k: v.clone() for k, v in holder.adapter.state_dict().items()}
 
@@ -43,16 +54,8 @@ def test_tuning_returns_a_new_adapter_and_leaves_the_input_alone(comfyui, tiny_w
     assert last < first, summary
     assert tuned.info.training["keyframe_tuning"]["steps"] == 30
 
-    latent = torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(2))
-    positive, negative, _, _ = conditioning(comfyui, latent)
-    edits = []
-    for adapter in (holder, tuned):  # the tuned adapter plugs into Apply Adapter like any other
-        patched = output(comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=adapter, strength=1.0,
-                                                                 source_cache="device"))[0]
-        edits.append(output(comfyui.nodes["IMVESampler"].execute(
-            model=patched, positive=positive, negative=negative, latent={"samples": latent}, seed=0, steps=2,
-            cfg=2.0, shift=3.0, strength=1.0, solver="euler", source_cache="device"))[0]["samples"])
-    assert (edits[0] - edits[1]).abs().max() > 1e-5
+    before, after = (edited_latent(comfyui, model, a) for a in (holder, tuned))  # plugs in like any adapter
+    assert (before - after).abs().max() > 1e-5
 
 
 def test_saving_the_tuned_adapter(comfyui, tiny_wan, adapter_file):
@@ -121,13 +124,6 @@ def test_zero_start_tunes_a_fresh_adapter_sized_from_the_model(comfyui, tiny_wan
     assert tuned.info.training["keyframe_tuning"]["base"] == "(fresh adapter)"
     assert summary.startswith(f"tuned a fresh adapter 4 steps at lr {ZERO_START.lr:g}"), summary
     assert any(v.abs().max() > 0 for k, v in tuned.adapter.state_dict().items() if k.endswith(".o.weight"))
-    latent = torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(2))
-    positive, negative, _, _ = conditioning(comfyui, latent)
-    edits = []
-    for holder in (comfyui.nodes["IMVETuneOnKeyframe"]._fresh(model, 0), tuned):  # untuned: no change at all
-        patched = output(comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=holder, strength=1.0,
-                                                                 source_cache="device"))[0]
-        edits.append(output(comfyui.nodes["IMVESampler"].execute(
-            model=patched, positive=positive, negative=negative, latent={"samples": latent}, seed=0, steps=2,
-            cfg=2.0, shift=3.0, strength=1.0, solver="euler", source_cache="device"))[0]["samples"])
-    assert (edits[0] - edits[1]).abs().max() > 1e-6
+    fresh = comfyui.nodes["IMVETuneOnKeyframe"]._fresh(model, 0)  # untuned: no change at all
+    before, after = (edited_latent(comfyui, model, a) for a in (fresh, tuned))
+    assert (before - after).abs().max() > 1e-6
