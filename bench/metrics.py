@@ -13,7 +13,7 @@ Layouts (ComfyUI's)::
     flow    np.ndarray [H, W, 2], float32, in pixels, channels (dx, dy). "Flow from a to b" means
             a(x) ≈ b(x + flow(x)), OpenCV's convention.
 
-NumPy arrays are accepted wherever a tensor is. The flow helpers (``optical_flow``, ``warp``,
+NumPy arrays are accepted wherever a tensor is. The flow helpers (``optical_flow``, ``flow_warp``,
 ``occlusion_mask``) return NumPy arrays because OpenCV works in NumPy.
 
 Conventions: every metric returns a Python float. PSNR of identical inputs is ``float('inf')`` (no cap). A
@@ -309,11 +309,11 @@ def _dis_flow(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return flow.astype(np.float32)
 
 
-def warp(image: Video, flow: np.ndarray) -> np.ndarray:
+def flow_warp(image: Video, flow: np.ndarray) -> np.ndarray:
     """Backward warp: out(x) = image(x + flow(x)), bilinear, with the border replicated outside the frame.
 
     image is [H, W] or [H, W, C] with any C (frames, flows, masks; values are not range-checked); flow is
-    [H, W, 2]. With flow = optical_flow(b, a), warp(a, flow) ≈ b. Returns a float32 array of image's shape.
+    [H, W, 2]. With flow = optical_flow(b, a), flow_warp(a, flow) ≈ b. Returns a float32 array of image's shape.
     """
     img = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if img.ndim not in (2, 3):
@@ -427,7 +427,7 @@ def warp_error(video: Video, *, flow_from: Video | VideoFlows | None = None) -> 
     For each pair (t, t+1), with flows from ``flow_from`` (a source video or its ``VideoFlows``; by default the
     video's own flow):
 
-        warped_t = warp(video[t], backward[t])                       # ≈ video[t+1]
+        warped_t = flow_warp(video[t], backward[t])                       # ≈ video[t+1]
         valid_t  = not occlusion_mask(backward[t], forward[t])       # in frame t+1's pixels
         E_t      = sum_{x in valid_t} mean_c (video[t+1] - warped_t)^2 / |valid_t|
 

@@ -10,8 +10,8 @@ from comfy_api.latest import ComfyExtension, io
 from .adapter_nodes import ApplyAdapter, LoadAdapter
 from .catalog import ADAPTER_FOLDER
 from .dataset_nodes import SaveImagePairs
-from .dreamix_nodes import AnimateImage, DegradeLatent
-from .edit_nodes import EditConditioning, GateMask, Sampler
+from .degrade_nodes import AnimateImage, DegradeLatent
+from .edit_nodes import EditConditioning, EditSampler, GateMask
 from .long_video_nodes import LongVideoEdit
 from .mask_nodes import EditMask
 from .train_nodes import TrainAdapter
@@ -28,7 +28,7 @@ def register_model_folder() -> None:
 
 class ImVideoEditExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [LoadAdapter, ApplyAdapter, EditConditioning, Sampler, GateMask, LoadVideoFrames, TrainAdapter,
+        return [LoadAdapter, ApplyAdapter, EditConditioning, EditSampler, GateMask, LoadVideoFrames, TrainAdapter,
                 LongVideoEdit, EditMask, TuneOnKeyframe, DegradeLatent, AnimateImage, SaveImagePairs]
 
 

@@ -1,4 +1,4 @@
-"""Edit Conditioning, Sampler and Gate Mask."""
+"""Edit Conditioning, the edit sampler (IMVE Sampler) and Gate Mask."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import latent_preview
 from comfy_api.latest import io
 from comfy_extras.nodes_model_advanced import ModelSamplingSD3
 
-from ..imvideoedit_core.edit.clip_policy import fit_clip, latent_map_to_frames
+from ..imvideoedit_core.edit.frame_policy import fit_frames, latent_map_to_frames
 from ..imvideoedit_core.edit.streams import CACHE_PLACEMENTS
 from .catalog import CATEGORY, NODE_IDS
 from .host import CACHE_OPTION, SOURCE_COND, find_wrapper
@@ -57,10 +57,10 @@ class EditConditioning(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, source: torch.Tensor, positive: list, negative: list) -> io.NodeOutput:
-        clip = fit_clip(source)
-        latent = vae.encode(clip.images)  # (1, 16, F, H/8, W/8), not yet in the model's latent format
+        fitted = fit_frames(source)
+        latent = vae.encode(fitted.images)  # (1, 16, F, H/8, W/8), not yet in the model's latent format
         return io.NodeOutput(with_source(positive, latent), with_source(negative, latent), {"samples": latent},
-                             clip.images, clip.describe())
+                             fitted.images, fitted.describe())
 
 
 def model_with_shift(model, shift: float):
@@ -71,7 +71,7 @@ def model_with_shift(model, shift: float):
     return node.execute(model=model, shift=shift).args[0]  # should ComfyUI move it to its V3 API
 
 
-class Sampler(io.ComfyNode):
+class EditSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

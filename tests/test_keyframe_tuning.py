@@ -8,7 +8,7 @@ import torch
 from imvideoedit_core.model.config import adapter_config_for, adapter_preset
 from imvideoedit_core.train.keyframe_tuning import (TRAINED_START, ZERO_START, AffineLimits, AffineParams, KeyframePairs,
                                               KeyframeTuning, augment_pair, check_keyframes, draw_affine,
-                                              start_defaults, tune_on_keyframe, warp, zero_start_adapter)
+                                              start_defaults, tune_on_keyframe, affine_warp, zero_start_adapter)
 from bench.standins import ByteTextEncoder, PatchCodec
 from imvideoedit_core.edit.streams import TwoStreamRunner
 from imvideoedit_core.train.trainer import FlowMatchingLoss, LatentBatch, TrainingCancelled
@@ -34,7 +34,7 @@ def test_zero_limits_draw_the_identity_and_warp_returns_the_input():
     for seed in range(5):
         params = draw_affine(AffineLimits.none(), seed=seed)
         assert params.is_identity
-        assert torch.equal(warp(source[None], params)[0], source)
+        assert torch.equal(affine_warp(source[None], params)[0], source)
 
 
 def test_draws_respect_the_limits_and_are_deterministic():
@@ -54,20 +54,20 @@ def test_the_same_transform_reaches_both_images():
     a, b = augment_pair(source, source.clone(), params)
     assert torch.equal(a, b)  # an identity edit stays an identity edit
     a, b = augment_pair(source, edited, params)
-    assert torch.equal(a, warp(source[None], params)[0]) and torch.equal(b, warp(edited[None], params)[0])
+    assert torch.equal(a, affine_warp(source[None], params)[0]) and torch.equal(b, affine_warp(edited[None], params)[0])
     assert not torch.equal(a, source)
 
 
 def test_a_whole_pixel_translation_moves_pixels_exactly():
     source, _ = keyframes()
-    moved = warp(source[None], AffineParams(offset_x=2 / 32, offset_y=-1 / 32))[0]  # sample 2 px right, 1 px up
+    moved = affine_warp(source[None], AffineParams(offset_x=2 / 32, offset_y=-1 / 32))[0]  # sample 2 px right, 1 px up
     assert torch.allclose(moved[1:, :-2], source[:-1, 2:], atol=1e-6)
 
 
 def test_rotation_is_a_rotation_on_non_square_images():
     image = torch.zeros(16, 32, 3)
     image[6:10, :, 0] = 1.0  # a horizontal bar through the centre, across the whole width
-    turned = warp(image[None], AffineParams(rotation_deg=90.0))[0]
+    turned = affine_warp(image[None], AffineParams(rotation_deg=90.0))[0]
     # rotated by 90 degrees about the centre the bar is vertical: 4 px wide, as tall as the image
     assert torch.allclose(turned[:, 14:18, 0], torch.ones(16, 4), atol=1e-5)
     assert turned[:, :12, 0].abs().max() < 1e-5 and turned[:, 20:, 0].abs().max() < 1e-5

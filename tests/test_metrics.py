@@ -21,7 +21,7 @@ from bench.metrics import (
     psnr_masked,
     ssim,
     video_flows,
-    warp,
+    flow_warp,
     warp_error,
 )
 
@@ -176,15 +176,15 @@ def test_optical_flow_on_small_and_narrow_frames(height, width):
 def test_warp_with_an_exact_integer_flow_samples_the_shifted_pixels():
     image = texture(24, 24)
     flow = np.broadcast_to(np.float32([3, 2]), (24, 24, 2)).copy()  # out(y, x) = image(y + 2, x + 3)
-    out = warp(image, flow)
+    out = flow_warp(image, flow)
     assert np.allclose(out[:-2, :-3], image[2:, 3:], atol=1e-6)
     assert np.allclose(out[-1, -1], image[-1, -1], atol=1e-6)  # border replicated
-    assert warp(image[..., 0], flow).shape == (24, 24)  # single channel keeps its layout
+    assert flow_warp(image[..., 0], flow).shape == (24, 24)  # single channel keeps its layout
 
 
 def test_warp_with_estimated_flow_aligns_the_next_frame():
     clip = translating_clip(2, 64, dx=3, dy=2)
-    aligned = warp(clip[0], optical_flow(clip[1], clip[0]))  # ≈ clip[1]
+    aligned = flow_warp(clip[0], optical_flow(clip[1], clip[0]))  # ≈ clip[1]
     interior = (slice(2 + 4, -4), slice(3 + 4, -4))  # skip the uncovered band (top 2 rows, left 3 columns)
     error = np.abs(aligned - clip[1].numpy())[interior].mean()
     unaligned = np.abs(clip[0].numpy() - clip[1].numpy())[interior].mean()
@@ -355,7 +355,7 @@ def test_temporal_metrics_need_two_frames_and_matching_flows():
     with pytest.raises(ValueError, match=r"flow_from covers a video \[T, H, W\] = \[3, 16, 16\] but video is \[4, 16"):
         warp_error(torch.rand(4, 16, 16, 3), flow_from=flows)
     with pytest.raises(ValueError, match=r"flow must be a flow \[H, W, 2\]"):
-        warp(np.zeros((8, 8, 3)), np.zeros((8, 9, 2)))
+        flow_warp(np.zeros((8, 8, 3)), np.zeros((8, 9, 2)))
     with pytest.raises(ValueError, match=r"must both be \[T-1, H, W, 2\]"):
         VideoFlows(forward=np.zeros((2, 8, 8, 2)), backward=np.zeros((1, 8, 8, 2)))
     with pytest.raises(ValueError, match="max_val must be positive"):

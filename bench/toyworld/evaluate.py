@@ -121,7 +121,7 @@ def run_per_frame(models: ToyModels, adapter, batch: Batch, cfg: EvalConfig) -> 
     return SystemOutput(frames=decode(latent))
 
 
-def run_dtr(models: ToyModels, batch: Batch, cfg: EvalConfig, strength: float) -> SystemOutput:
+def run_degrade_then_regenerate(models: ToyModels, batch: Batch, cfg: EvalConfig, strength: float) -> SystemOutput:
     fn = backbone_velocity(models.backbone, batch.caption, batch.empty, cfg=cfg.cfg)
     return SystemOutput(frames=decode(sample_from(fn, batch.source, cfg.sampler(strength))))
 
@@ -143,7 +143,7 @@ def systems(models: ToyModels, ours, cfg: EvalConfig, folders: Folders) -> dict[
     table = {"ours": lambda b: run_adapter(models, ours, b, cfg),
              "per_frame": lambda b: run_per_frame(models, ours, b, cfg)}
     for s in cfg.dtr_strengths:
-        table[f"dtr_{s}"] = lambda b, s=s: run_dtr(models, b, cfg, s)
+        table[f"dtr_{s}"] = lambda b, s=s: run_degrade_then_regenerate(models, b, cfg, s)
     for name in ("oracle", "no_gate", "blind_gate", "unfrozen", "ours_tpos", "gate_loss", "ffn_lora"):
         path = folders.runs / f"{name}.safetensors"
         if not path.is_file():

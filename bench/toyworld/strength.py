@@ -54,9 +54,9 @@ def run_ours(models: ToyModels, adapter, batch: Batch, cfg: EvalConfig, strength
     return decode(out.latent)
 
 
-def run_dtr(models: ToyModels, batch: Batch, cfg: EvalConfig, strength: float,
+def run_degrade_then_regenerate(models: ToyModels, batch: Batch, cfg: EvalConfig, strength: float,
             start: torch.Tensor | None) -> torch.Tensor:
-    """evaluate.run_dtr with a start latent: plain backbone, target caption, from the (degraded) source."""
+    """evaluate.run_degrade_then_regenerate with a start latent: plain backbone, target caption, from the (degraded) source."""
     fn = backbone_velocity(models.backbone, batch.caption, batch.empty, cfg=cfg.cfg)
     return decode(sample_from(fn, batch.source, cfg.sampler(strength), start=start))
 
@@ -75,7 +75,7 @@ def sweep(models: ToyModels, adapter, cfg: StrengthConfig) -> list[dict]:
     examples = [e for kind in world.EDIT_KINDS for e in eval_examples(kind, cfg.eval)]
     batch = make_batch(examples, models)
     systems = {"ours": lambda s, start: run_ours(models, adapter, batch, cfg.eval, s, start),
-               "dtr": lambda s, start: run_dtr(models, batch, cfg.eval, s, start)}
+               "dtr": lambda s, start: run_degrade_then_regenerate(models, batch, cfg.eval, s, start)}
     rows = []
     for degradation, degrade in DEGRADATIONS.items():
         start = None if degrade.is_identity else degrade_latent(batch.source, degrade)

@@ -89,7 +89,7 @@ def affine_theta(params: AffineParams, *, height: int, width: int) -> torch.Tens
     return torch.cat([linear, shift[:, None]], dim=1).float()                      # (2, 3)
 
 
-def warp(images: torch.Tensor, params: AffineParams) -> torch.Tensor:
+def affine_warp(images: torch.Tensor, params: AffineParams) -> torch.Tensor:
     """Apply one augmentation to a batch [N, H, W, C] (ComfyUI IMAGE layout); the identity returns the input."""
     if params.is_identity:
         return images
@@ -103,7 +103,7 @@ def warp(images: torch.Tensor, params: AffineParams) -> torch.Tensor:
 
 def augment_pair(source: torch.Tensor, edited: torch.Tensor, params: AffineParams) -> tuple[torch.Tensor, torch.Tensor]:
     """The same augmentation on both images [H, W, 3] (warped together, as one batch)."""
-    both = warp(torch.stack([source, edited]), params)  # [2, H, W, 3]
+    both = affine_warp(torch.stack([source, edited]), params)  # [2, H, W, 3]
     return both[0], both[1]
 
 

@@ -77,7 +77,7 @@ def test_imve_sampler_runs_from_a_degraded_latent_below_full_strength(comfyui, t
     assert (results[0] - results[1]).abs().max() > 1e-3  # the degraded start changes the result
 
 
-def test_dreamix_nodes_name_user_errors(comfyui):
+def test_degrade_nodes_name_user_errors(comfyui):
     with pytest.raises(ValueError, match="spatial_factor 9 is larger than the latent"):
         degrade(comfyui, {"samples": source_latent()}, spatial=9, temporal=1)
     with pytest.raises(ValueError, match="temporal_factor 4 is larger than the latent's 3 frames"):

@@ -1,7 +1,7 @@
-"""What the Wan VAE needs from a clip, and how latent-grid maps go back to pixels.
+"""What the Wan VAE needs from a video's frames, and how latent-grid maps go back to pixels.
 
 The Wan 2.1 VAE takes 4k+1 frames (one latent frame for the first frame, then one per four) and sizes that the
-patch grid divides: multiples of 16 (VAE x8, patch x2). ``fit_clip`` applies the pack's policy: keep the first
+patch grid divides: multiples of 16 (VAE x8, patch x2). ``fit_frames`` applies the pack's policy: keep the first
 4k+1 frames (drop at most 3 at the end) and scale to the nearest multiple of 16 on each side.
 """
 
@@ -18,7 +18,7 @@ from ..model.wan_strides import SIZE_MULTIPLE, VAE_TEMPORAL_STRIDE
 def wan_frame_count(frames: int) -> int:
     """The largest 4k+1 <= frames."""
     if frames < 1:
-        raise ValueError("the clip has no frames: load at least one frame")
+        raise ValueError("the video has no frames: load at least one frame")
     return (frames - 1) // VAE_TEMPORAL_STRIDE * VAE_TEMPORAL_STRIDE + 1
 
 
@@ -27,7 +27,7 @@ def nearest_multiple(size: int, multiple: int = SIZE_MULTIPLE) -> int:
 
 
 @dataclass
-class FittedClip:
+class FittedFrames:
     images: torch.Tensor            # [T', H', W', 3] in 0..1
     dropped_frames: int             # frames cut from the end to reach 4k+1
     original_size: tuple[int, int]  # (H, W)
@@ -42,7 +42,7 @@ class FittedClip:
         return "; ".join(notes)
 
 
-def fit_clip(images: torch.Tensor) -> FittedClip:
+def fit_frames(images: torch.Tensor) -> FittedFrames:
     """images [T, H, W, C>=3] in 0..1 -> the first 4k+1 frames, RGB, scaled to multiples of 16 (bilinear)."""
     if images.ndim != 4 or images.shape[-1] < 3:
         raise ValueError(f"expected IMAGE frames [T, H, W, 3], got shape {tuple(images.shape)}")
@@ -53,7 +53,7 @@ def fit_clip(images: torch.Tensor) -> FittedClip:
     if size != (h, w):
         frames = F.interpolate(frames.movedim(-1, 1), size=size, mode="bilinear", align_corners=False,
                                antialias=True).movedim(1, -1).clamp(0, 1)
-    return FittedClip(images=frames, dropped_frames=t - keep, original_size=(h, w))
+    return FittedFrames(images=frames, dropped_frames=t - keep, original_size=(h, w))
 
 
 def latent_map_to_frames(maps: torch.Tensor, *, height: int, width: int) -> torch.Tensor:
