@@ -58,3 +58,23 @@ def test_workflow_uses_known_nodes_and_consistent_links(path):
                                                       ("IMVETuneOnKeyframe", "adapter")}
             assert inp["link"] is not None or optional, (path.name, node["type"], inp["name"])
     assert data["last_link_id"] == max(l[0] for l in data["links"])
+
+
+# The canvas a 1600x1000 browser window leaves free (the browser tier's viewport): below the tab bar and the graph
+# toolbar, right of the sidebar, above the zoom controls. The frontend draws graph point p at (p + offset) * scale.
+FREE_CANVAS = (60, 90, 1600, 960)  # left, top, right, bottom in px
+TITLE_HEIGHT = 30
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_opens_with_the_whole_graph_in_view(path):
+    data = json.loads(path.read_text())
+    boxes = [(n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in data["nodes"]]
+    boxes += [(x, y, x + w, y + h) for x, y, w, h in (g["bounding"] for g in data.get("groups", []))]
+    view = data["extra"]["ds"]
+    (ox, oy), scale = view["offset"], view["scale"]
+    left, top, right, bottom = FREE_CANVAS
+    for x0, y0, x1, y1 in boxes:
+        assert left <= (x0 + ox) * scale and (x1 + ox) * scale <= right, (path.name, x0, x1, view)
+        assert top <= (y0 + oy) * scale and (y1 + oy) * scale <= bottom, (path.name, y0, y1, view)
