@@ -7,6 +7,12 @@ import os
 import folder_paths
 from comfy_api.latest import ComfyExtension, io
 
+from ..imvideoedit_core.edit.sampling import SamplingCancelled
+from ..imvideoedit_core.io.video import VideoReadError, VideoWriteError
+from ..imvideoedit_core.model.adapter_file import AdapterFileError
+from ..imvideoedit_core.model.wan_weights import WanWeightsError
+from ..imvideoedit_core.train.pairs import PairDatasetError
+from ..imvideoedit_core.train.trainer import TrainingCancelled
 from .adapter_nodes import ApplyAdapter, LoadAdapter
 from .catalog import ADAPTER_FOLDER
 from .dataset_nodes import SaveImagePairs
@@ -17,6 +23,17 @@ from .mask_nodes import EditMask
 from .train_nodes import TrainAdapter
 from .tune_nodes import TuneOnKeyframe
 from .video_nodes import LoadVideoFrames
+
+
+ERROR_MODULE = "imvideoedit"  # what ComfyUI prints before an error's class name
+
+
+def name_errors_for_users() -> None:
+    """ComfyUI shows an exception as ``module.Class``, and a custom node's module is named after its folder path:
+    the pack's own errors read as ``imvideoedit.PairDatasetError`` instead of a file-system path."""
+    for error in (AdapterFileError, PairDatasetError, SamplingCancelled, TrainingCancelled, VideoReadError,
+                  VideoWriteError, WanWeightsError):
+        error.__module__ = ERROR_MODULE
 
 
 def register_model_folder() -> None:
@@ -34,4 +51,5 @@ class ImVideoEditExtension(ComfyExtension):
 
 async def comfy_entrypoint() -> ImVideoEditExtension:
     register_model_folder()
+    name_errors_for_users()
     return ImVideoEditExtension()

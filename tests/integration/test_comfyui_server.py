@@ -100,3 +100,12 @@ def test_no_pack_node_takes_over_all_input_checks(comfyui):
     for node_id, node in comfyui.nodes.items():
         if "validate_inputs" in vars(node):
             assert inspect.getfullargspec(node.validate_inputs).varkw is None, node_id
+
+
+def test_the_packs_errors_read_as_the_packs_not_as_a_path(comfyui):
+    """ComfyUI names an exception module.Class; a custom node's module is its folder path."""
+    from execution import full_type_name
+    from imvideoedit_pack.imvideoedit_core.io.video import VideoReadError
+    from imvideoedit_pack.imvideoedit_core.train.pairs import PairDatasetError
+    assert full_type_name(VideoReadError) == "imvideoedit.VideoReadError"
+    assert full_type_name(PairDatasetError) == "imvideoedit.PairDatasetError"
