@@ -14,6 +14,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 TemporalFill = Literal["hold", "linear"]
 TEMPORAL_FILLS = ("hold", "linear")
@@ -44,11 +45,11 @@ class DegradeConfig:
 
 def degrade_spatial(latent: torch.Tensor, factor: int) -> torch.Tensor:
     """(B, C, F, H, W) -> same shape, area-downsampled by ``factor`` and upsampled back bilinearly."""
-    b, c, f, h, w = latent.shape
-    frames = latent.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w).float()        # (B*F, C, H, W)
+    b, _, _, h, w = latent.shape
+    frames = rearrange(latent, "b c f h w -> (b f) c h w").float()
     small = F.interpolate(frames, size=(math.ceil(h / factor), math.ceil(w / factor)), mode="area")
     back = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)  # (B*F, C, H, W)
-    return back.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4).to(latent.dtype)     # (B, C, F, H, W)
+    return rearrange(back, "(b f) c h w -> b c f h w", b=b).to(latent.dtype)
 
 
 def degrade_temporal(latent: torch.Tensor, factor: int, fill: TemporalFill) -> torch.Tensor:

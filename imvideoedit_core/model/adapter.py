@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
+from einops import rearrange
 import torch.nn.functional as F
 
 from .attention import attention
@@ -37,13 +38,12 @@ def _norm(x: torch.Tensor) -> torch.Tensor:
 
 def fold_frames(tokens: torch.Tensor, frames: int) -> torch.Tensor:
     """(B, F*H*W, D) -> (B*F, H*W, D): every latent frame becomes its own 2D sequence."""
-    b, length, d = tokens.shape
-    return tokens.reshape(b * frames, length // frames, d)
+    return rearrange(tokens, "b (f hw) d -> (b f) hw d", f=frames)
 
 
 def unfold_frames(tokens: torch.Tensor, batch: int) -> torch.Tensor:
     """(B*F, H*W, D) -> (B, F*H*W, D)."""
-    return tokens.reshape(batch, -1, tokens.shape[-1])
+    return rearrange(tokens, "(b f) hw d -> b (f hw) d", b=batch)
 
 
 @dataclass
@@ -137,7 +137,7 @@ class SpatialDifferenceAttention(nn.Module):
         gate = self._gate(n, text.to(n.dtype).repeat_interleave(f, 0),
                           time_feat.to(n.dtype).repeat_interleave(f, 0))      # (B*F, H*W, 1)
         delta = unfold_frames(self.o((1 - gate) * difference), b)            # (B, F*H*W, D)
-        return BlockStep(tokens=x + (strength * delta).to(x.dtype), gate=gate.reshape(b, f, h, w))
+        return BlockStep(tokens=x + (strength * delta).to(x.dtype), gate=rearrange(gate, "(b f) (h w) 1 -> b f h w", b=b, h=h))
 
 
     def _gate(self, n: torch.Tensor, text: torch.Tensor, time_feat: torch.Tensor) -> torch.Tensor:

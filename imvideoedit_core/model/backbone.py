@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 from torch.utils.checkpoint import checkpoint
 
 from .attention import attention
@@ -176,7 +177,7 @@ class WanDiT(nn.Module):
         cfg = self.config
         tokens = self.patch_embedding(x.to(self.patch_embedding.weight.dtype))  # (B, dim, F', H', W')
         grid = tuple(tokens.shape[2:])
-        tokens = tokens.flatten(2).transpose(1, 2)                              # (B, F'*H'*W', dim)
+        tokens = rearrange(tokens, "b d f h w -> b (f h w) d")
         e = self.time_embedding(timestep_features(t, cfg.freq_dim).to(tokens.dtype))  # (B, dim)
         e0 = self.time_projection(e).unflatten(1, (6, cfg.dim))                 # (B, 6, dim)
         ctx = BlockContext(modulation=e0, context=self.text_embedding(context.to(tokens.dtype)),
@@ -196,9 +197,8 @@ class WanDiT(nn.Module):
         out = self.head(tokens, state.time_embedding)  # (B, L, out_dim * pt*ph*pw)
         f, h, w = state.block_context.grid
         pt, ph, pw = self.config.patch_size
-        out = out.view(out.shape[0], f, h, w, pt, ph, pw, self.config.out_dim)
-        out = torch.einsum("bfhwpqrc->bcfphqwr", out)
-        return out.reshape(out.shape[0], self.config.out_dim, f * pt, h * ph, w * pw)
+        return rearrange(out, "b (f h w) (pf ph pw c) -> b c (f pf) (h ph) (w pw)", f=f, h=h, w=w, pf=pt, ph=ph,
+                         pw=pw)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
                 extras: dict[str, object] | None = None, frame_offset: int = 0) -> torch.Tensor:
