@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from imvideoedit_core.edit.degrade import MOTIONS, DegradeConfig, animate_image, degrade_latent
-from imvideoedit_core.edit.sampling import SamplerConfig, StepInfo, edit_latent, guided_velocity, sample_from
+from imvideoedit_core.edit.sampling import (EditRequest, SamplerConfig, StartLatent, StepInfo, edit_latent,
+                                            guided_velocity, sample_from)
 from imvideoedit_core.edit.streams import TwoStreamRunner
 from tiny import latent, text
 
@@ -152,10 +153,11 @@ def test_animation_errors(kwargs, message):
 
 # -- sampling from a degraded start (sampling.sample_from / edit_latent ``start``) --
 
-def _edit(runner, config, **kw):
+def _edit(runner, config, *, start=None, callback=None):
+    request = EditRequest(source=latent(1), context=text(0), negative_context=torch.zeros(1, 2, 32), config=config,
+                          features=[StartLatent(start)] if start is not None else [])
     with torch.no_grad():
-        return edit_latent(runner, latent(1), context=text(0), negative_context=torch.zeros(1, 2, 32),
-                           config=config, **kw).latent
+        return edit_latent(runner, request, callback=callback).latent
 
 
 def test_edit_from_a_degraded_start_keeps_the_source_stream_clean(tiny_backbone, trained_adapter):
@@ -168,8 +170,9 @@ def test_edit_from_a_degraded_start_keeps_the_source_stream_clean(tiny_backbone,
             fn = guided_velocity(runner, source, text(0), torch.zeros(1, 2, 32), cfg=config.cfg, cache="device",
                                  recorder=None)
             reference = sample_from(fn, source, config, start=start)
-            degraded_source = edit_latent(runner, start, context=text(0), negative_context=torch.zeros(1, 2, 32),
-                                          config=config).latent
+            degraded_source = edit_latent(runner, EditRequest(source=start, context=text(0),
+                                                              negative_context=torch.zeros(1, 2, 32),
+                                                              config=config)).latent
         plain = _edit(runner, config)
         default = _edit(runner, config, start=source)
     assert torch.equal(ours, reference)

@@ -9,7 +9,7 @@ import torch
 from imvideoedit_core.model.adapter import SourceKV
 from imvideoedit_core.edit.long_video import (LongEditStats, WindowConfig, WindowJob, edit_long_video, edit_video_file,
                                          keyframe_indices, overlap_ramp, plan_windows, runner_window_editor)
-from imvideoedit_core.edit.sampling import SamplerConfig, edit_latent
+from imvideoedit_core.edit.sampling import EditRequest, SamplerConfig, SharedKeyframes, edit_latent
 from bench.standins import PatchCodec
 from imvideoedit_core.edit.streams import TwoStreamRunner
 from imvideoedit_core.io.video import read_video, write_video
@@ -172,15 +172,18 @@ def test_sharing_changes_the_edit_and_is_deterministic(tiny_backbone, trained_ad
     shared = latent(3, frames=2)
     config = SamplerConfig(steps=3, cfg=2.0, shift=1.0)
     with TwoStreamRunner(tiny_backbone, trained_adapter) as runner:
-        plain = edit_latent(runner, source, context=ctx, negative_context=text(4), config=config).latent
-        a = edit_latent(runner, source, context=ctx, negative_context=text(4), config=config, shared=shared).latent
-        b = edit_latent(runner, source, context=ctx, negative_context=text(4), config=config, shared=shared,
-                        cache="cpu").latent
+        plain = edit_latent(runner, EditRequest(source=source, context=ctx, negative_context=text(4),
+                                                config=config)).latent
+        a = edit_latent(runner, EditRequest(source=source, context=ctx, negative_context=text(4), config=config,
+                                            features=[SharedKeyframes(shared)])).latent
+        b = edit_latent(runner, EditRequest(source=source, context=ctx, negative_context=text(4), config=config,
+                                            cache="cpu", features=[SharedKeyframes(shared)])).latent
     assert not torch.allclose(plain, a, atol=1e-4)
     torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="shared keyframe latent"):
         with TwoStreamRunner(tiny_backbone, trained_adapter) as runner:
-            edit_latent(runner, source, context=ctx, negative_context=None, config=config, shared=latent(3, size=4))
+            edit_latent(runner, EditRequest(source=source, context=ctx, negative_context=None, config=config,
+                                            features=[SharedKeyframes(latent(3, size=4))]))
 
 
 def test_runner_editor_keeps_pinned_frames_exactly(tiny_backbone, trained_adapter):

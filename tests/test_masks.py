@@ -8,7 +8,7 @@ import torch
 from tiny import latent, text
 from imvideoedit_core.edit.masks import (MaskBoundary, band_radius, edit_weight, gate_latent_mask, keep_schedule,
                                     latent_mask, mask_hook, masked_edit, soft_dilate, step_index)
-from imvideoedit_core.edit.sampling import SamplerConfig, edit_latent, flow_sigmas
+from imvideoedit_core.edit.sampling import EditRequest, SamplerConfig, edit_latent, flow_sigmas
 from imvideoedit_core.edit.streams import TwoStreamRunner
 
 CONFIG = SamplerConfig(steps=4, cfg=2.0, shift=3.0, seed=3)
@@ -150,14 +150,16 @@ def test_full_mask_equals_the_unmasked_edit(tiny_backbone, trained_adapter):
     with TwoStreamRunner(tiny_backbone, trained_adapter) as runner, torch.no_grad():
         full = masked_edit(runner, source, torch.ones(1, 1, 3, 8, 8), context=text(0), negative_context=None,
                            config=CONFIG).latent
-        plain = edit_latent(runner, source, context=text(0), negative_context=None, config=CONFIG).latent
+        plain = edit_latent(runner, EditRequest(source=source, context=text(0), negative_context=None,
+                                                config=CONFIG)).latent
     assert torch.equal(full, plain)
 
 
 def test_gate_of_a_first_edit_restricts_a_second(tiny_backbone, trained_adapter):
     source = latent(1)
     with TwoStreamRunner(tiny_backbone, trained_adapter) as runner, torch.no_grad():
-        first = edit_latent(runner, source, context=text(0), negative_context=None, config=CONFIG, return_gate=True)
+        first = edit_latent(runner, EditRequest(source=source, context=text(0), negative_context=None, config=CONFIG,
+                                                return_gate=True))
         mask = gate_latent_mask(first.gate, height=8, width=8, threshold=float(first.gate.median()))
         second = masked_edit(runner, source, mask, context=text(1), negative_context=None, config=CONFIG).latent
     assert 0 < mask.mean() < 1

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from tiny import latent, text
-from imvideoedit_core.edit.sampling import (SamplerConfig, SamplingCancelled, StepInfo, edit_latent, flow_sigmas,
-                                       guided_velocity, sample, seeded_noise, shift_sigma)
+from imvideoedit_core.edit.sampling import (EditRequest, SamplerConfig, SamplingCancelled, StartLatent, StepInfo,
+                                            edit_latent, flow_sigmas, guided_velocity, sample, seeded_noise,
+                                            shift_sigma)
 from imvideoedit_core.edit.streams import TwoStreamRunner
 
 
@@ -52,10 +53,11 @@ def test_seeded_noise_is_reproducible():
     assert seeded_noise((2, 3), seed=5, dtype=torch.bfloat16).dtype == torch.bfloat16
 
 
-def _edit(runner, config, **kw):
+def _edit(runner, config, *, features=(), return_gate=False, callback=None, cancel=None):
+    request = EditRequest(source=latent(1), context=text(0), negative_context=torch.zeros(1, 2, 32), config=config,
+                          features=features, return_gate=return_gate)
     with torch.no_grad():
-        return edit_latent(runner, latent(1), context=text(0), negative_context=torch.zeros(1, 2, 32),
-                           config=config, **kw)
+        return edit_latent(runner, request, callback=callback, cancel=cancel)
 
 
 def test_edit_is_deterministic_for_a_seed(tiny_backbone, trained_adapter):
@@ -103,7 +105,7 @@ def test_cancel_stops_at_the_requested_step(tiny_backbone, trained_adapter):
 
 def test_step_hooks_rewrite_the_latent(tiny_backbone, trained_adapter):
     with TwoStreamRunner(tiny_backbone, trained_adapter) as runner:
-        out = _edit(runner, SamplerConfig(steps=3), step_hooks=[lambda info: torch.zeros_like(info.x)])
+        out = _edit(runner, SamplerConfig(steps=3), features=[lambda info: torch.zeros_like(info.x)])
     assert torch.equal(out.latent, torch.zeros_like(out.latent))
 
 
@@ -142,3 +144,14 @@ def test_plain_backbone_guidance_and_explicit_noise(tiny_backbone):
     assert torch.allclose(out, 0.75 * src + 0.25 * noise)
     with pytest.raises(ValueError, match="must have the latent's shape"):
         sample_from(fn, src, SamplerConfig(steps=2), noise=latent(2, frames=2))
+
+
+def test_an_edit_request_takes_each_latent_feature_once(tiny_backbone, trained_adapter):
+    start = StartLatent(latent(1))
+    request = EditRequest(source=latent(1), context=text(0), negative_context=None, config=SamplerConfig(steps=1),
+                          features=[start, StartLatent(latent(1))])
+    with TwoStreamRunner(tiny_backbone, trained_adapter) as runner, pytest.raises(ValueError, match="at most one Sta"):
+        edit_latent(runner, request)
+    hook = lambda info: info.x  # noqa: E731
+    assert EditRequest(source=latent(1), context=text(0), negative_context=None, config=SamplerConfig(),
+                       features=[start, hook]).step_hooks() == [hook]

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from train_data import ReconstructionPairs, tiny_runner
 from imvideoedit_core.model.adapter_file import load_adapter, read_adapter_info
 from imvideoedit_core.train.pairs import PairDataset
-from imvideoedit_core.edit.sampling import SamplerConfig, edit_latent
+from imvideoedit_core.edit.sampling import EditRequest, SamplerConfig, edit_latent
 from bench.standins import ByteTextEncoder, PatchCodec
 from imvideoedit_core.edit.streams import TwoStreamRunner
 from imvideoedit_core.train.trainer import (EncodedPairs, FlowMatchingLoss, LatentBatch, TrainConfig,
@@ -181,9 +181,9 @@ def test_end_to_end_pairs_train_save_load_edit(tmp_path):
         clip[t, 8:20, 4 + 2 * t:16 + 2 * t] = 0.5  # a grey square moving right
     source = codec.encode(clip)                     # (1, 16, 5, 16, 16)
     with TwoStreamRunner(runner.backbone, adapter) as edit_runner, torch.no_grad():
-        edited = edit_latent(edit_runner, source, context=encoder(["make the square red"]),
-                             negative_context=encoder([""]), config=SamplerConfig(steps=3, cfg=2.0),
-                             return_gate=True)
+        edited = edit_latent(edit_runner, EditRequest(source=source, context=encoder(["make the square red"]),
+                                                      negative_context=encoder([""]),
+                                                      config=SamplerConfig(steps=3, cfg=2.0), return_gate=True))
     frames = codec.decode(edited.latent)
     assert frames.shape == clip.shape and torch.isfinite(frames).all()
     assert edited.gate.shape == (1, 5, 8, 8)

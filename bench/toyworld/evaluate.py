@@ -36,7 +36,8 @@ from safetensors.torch import load_file
 
 from imvideoedit_core.model.adapter_file import load_adapter
 from bench.metrics import evaluate_edit
-from imvideoedit_core.edit.sampling import SamplerConfig, backbone_velocity, edit_latent, sample_from, seeded_noise
+from imvideoedit_core.edit.sampling import (EditRequest, SamplerConfig, backbone_velocity, edit_latent, sample_from,
+                                            seeded_noise)
 from imvideoedit_core.edit.streams import TwoStreamRunner
 
 from . import judge, world
@@ -105,8 +106,9 @@ class SystemOutput:
 def run_adapter(models: ToyModels, adapter, batch: Batch, cfg: EvalConfig, *, cache: str = "device",
                 backbone=None) -> SystemOutput:
     with TwoStreamRunner(backbone or models.backbone, adapter) as runner:
-        out = edit_latent(runner, batch.source, context=batch.instruction, negative_context=batch.empty,
-                          config=cfg.sampler(), cache=cache, return_gate=True)
+        out = edit_latent(runner, EditRequest(source=batch.source, context=batch.instruction,
+                                              negative_context=batch.empty, config=cfg.sampler(), cache=cache,
+                                              return_gate=True))
     return SystemOutput(frames=decode(out.latent), gate=out.gate, latent=out.latent)
 
 
@@ -115,8 +117,9 @@ def run_per_frame(models: ToyModels, adapter, batch: Batch, cfg: EvalConfig) -> 
     frames = batch.source.permute(0, 2, 1, 3, 4).reshape(b * t, c, 1, h, w)       # every frame a one-frame video
     noise = seeded_noise((b, c, 1, h, w), seed=cfg.seed).repeat_interleave(t, 0)  # the same noise for each frame
     with TwoStreamRunner(models.backbone, adapter) as runner:
-        out = edit_latent(runner, frames, context=batch.instruction.repeat_interleave(t, 0),
-                          negative_context=batch.empty.repeat_interleave(t, 0), config=cfg.sampler(), noise=noise)
+        out = edit_latent(runner, EditRequest(source=frames, context=batch.instruction.repeat_interleave(t, 0),
+                                              negative_context=batch.empty.repeat_interleave(t, 0),
+                                              config=cfg.sampler(), noise=noise))
     latent = out.latent.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)
     return SystemOutput(frames=decode(latent))
 

@@ -22,7 +22,7 @@ import torch
 
 from imvideoedit_core.model.adapter_file import load_adapter
 from imvideoedit_core.train.keyframe_tuning import KeyframeTuning, tune_on_keyframe
-from imvideoedit_core.edit.sampling import KnownLatentHook, edit_latent, seeded_noise
+from imvideoedit_core.edit.sampling import EditRequest, KnownLatentHook, edit_latent, seeded_noise
 from imvideoedit_core.edit.streams import TwoStreamRunner
 
 from . import world
@@ -105,8 +105,9 @@ def edit_video(models: ToyModels, adapter, example: Example, cfg: EvalConfig, *,
         keep[:, :, 0] = 1.0
         hooks = [KnownLatentHook(known=known, noise=noise, keep=keep)]
     with TwoStreamRunner(models.backbone, adapter) as runner, torch.no_grad():
-        out = edit_latent(runner, batch.source, context=batch.instruction, negative_context=batch.empty,
-                          config=cfg.sampler(), noise=noise, step_hooks=hooks)
+        out = edit_latent(runner, EditRequest(source=batch.source, context=batch.instruction,
+                                              negative_context=batch.empty, config=cfg.sampler(), noise=noise,
+                                              features=hooks))
     return decode(out.latent)[0]
 
 

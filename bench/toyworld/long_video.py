@@ -31,7 +31,7 @@ import torch
 from imvideoedit_core.model.adapter_file import load_adapter
 from imvideoedit_core.edit.long_video import (WindowConfig, edit_long_video, edit_video_file, keyframe_indices,
                                          plan_windows, runner_window_editor)
-from imvideoedit_core.edit.sampling import edit_latent
+from imvideoedit_core.edit.sampling import EditRequest, edit_latent
 from imvideoedit_core.edit.streams import TwoStreamRunner
 from imvideoedit_core.io.video import read_video, write_video
 
@@ -77,8 +77,8 @@ def edit_clip(models: ToyModels, adapter, example: world.EditExample, system: Wi
     sampler = cfg.eval.sampler()
     with TwoStreamRunner(models.backbone, adapter) as runner:
         if system is None:
-            out = edit_latent(runner, CODEC.encode(example.source_frames), context=context, negative_context=empty,
-                              config=sampler).latent
+            out = edit_latent(runner, EditRequest(source=CODEC.encode(example.source_frames), context=context,
+                                                  negative_context=empty, config=sampler)).latent
             return CODEC.decode(out)
         edit = runner_window_editor(runner, context=context, negative_context=empty, config=sampler)
         frames = example.source_frames
@@ -164,8 +164,9 @@ def memory_probe(frames: int, mode: str, steps: int) -> dict:
         else:
             frames_in = read_video(src).frames
             with TwoStreamRunner(models.backbone, adapter) as runner, torch.no_grad():
-                latent = edit_latent(runner, CODEC.encode(frames_in), context=enc(["make the circle red"]),
-                                     negative_context=enc([""]), config=cfg.eval.sampler()).latent
+                latent = edit_latent(runner, EditRequest(source=CODEC.encode(frames_in),
+                                                         context=enc(["make the circle red"]),
+                                                         negative_context=enc([""]), config=cfg.eval.sampler())).latent
             write_video(Path(tmp) / "out.mp4", CODEC.decode(latent), fps=8)
             held = frames
         seconds = time.perf_counter() - start

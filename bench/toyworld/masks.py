@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from imvideoedit_core.model.adapter_file import load_adapter
 from imvideoedit_core.edit.masks import MaskBoundary, gate_latent_mask, latent_mask, masked_edit
 from bench.metrics import psnr
-from imvideoedit_core.edit.sampling import edit_latent
+from imvideoedit_core.edit.sampling import EditRequest, edit_latent
 from imvideoedit_core.edit.streams import TwoStreamRunner
 
 from . import world
@@ -114,7 +114,7 @@ def run_systems(runner: TwoStreamRunner, batch: Batch, cfg: MaskBenchConfig) -> 
     """Every system's (latents, latent masks or None) for one batch."""
     sampler = cfg.eval.sampler()
     args = dict(context=batch.instruction, negative_context=batch.empty, config=sampler)
-    first = edit_latent(runner, batch.source, return_gate=True, **args)
+    first = edit_latent(runner, EditRequest(source=batch.source, return_gate=True, **args))
     grid = to_latent_grid(user_masks(batch))
     size = batch.source.shape[-1]
     masks = {"hard": (grid, MaskBoundary(kind="hard"))}

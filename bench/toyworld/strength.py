@@ -22,7 +22,7 @@ import torch
 
 from imvideoedit_core.model.adapter_file import load_adapter
 from imvideoedit_core.edit.degrade import DegradeConfig, animate_image, degrade_latent
-from imvideoedit_core.edit.sampling import backbone_velocity, edit_latent, sample_from
+from imvideoedit_core.edit.sampling import EditRequest, StartLatent, backbone_velocity, edit_latent, sample_from
 from imvideoedit_core.edit.streams import TwoStreamRunner
 
 from . import world
@@ -49,8 +49,9 @@ class StrengthConfig:
 def run_ours(models: ToyModels, adapter, batch: Batch, cfg: EvalConfig, strength: float,
              start: torch.Tensor | None) -> torch.Tensor:
     with TwoStreamRunner(models.backbone, adapter) as runner:
-        out = edit_latent(runner, batch.source, context=batch.instruction, negative_context=batch.empty,
-                          config=cfg.sampler(strength), start=start)
+        out = edit_latent(runner, EditRequest(source=batch.source, context=batch.instruction,
+                                              negative_context=batch.empty, config=cfg.sampler(strength),
+                                              features=[StartLatent(start)]))
     return decode(out.latent)
 
 

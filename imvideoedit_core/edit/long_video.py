@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from ..io.video import ReadOptions, VideoWriter, iter_frames, probe_video
-from .sampling import CachePlacement, KnownLatentHook, SamplerConfig, edit_latent, seeded_noise
+from .sampling import (CachePlacement, EditRequest, KnownLatentHook, SamplerConfig, SharedKeyframes, edit_latent,
+                       seeded_noise)
 from .streams import TwoStreamRunner
 
 
@@ -126,8 +127,10 @@ def runner_window_editor(runner: TwoStreamRunner, *, context: torch.Tensor, nega
         noise = seeded_noise(job.source.shape, seed=config.seed + 1 + job.index, device=job.source.device,
                              dtype=job.source.dtype)
         hooks = [] if job.keep is None else [KnownLatentHook(known=job.known, noise=noise, keep=job.keep)]
-        return edit_latent(runner, job.source, context=context, negative_context=negative_context, config=config,
-                           cache=cache, noise=noise, step_hooks=hooks, shared=job.shared).latent
+        features = hooks + ([SharedKeyframes(job.shared)] if job.shared is not None else [])
+        request = EditRequest(source=job.source, context=context, negative_context=negative_context, config=config,
+                              cache=cache, noise=noise, features=features)
+        return edit_latent(runner, request).latent
     return edit
 
 

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from .sampling import (EditResult, KeepSchedule, KnownLatentHook, SamplerConfig, StepHook, edit_latent,
+from .sampling import (EditRequest, EditResult, KeepSchedule, KnownLatentHook, SamplerConfig, StepHook, edit_latent,
                        seeded_noise)
 from .streams import CachePlacement, TwoStreamRunner
 
@@ -176,5 +176,6 @@ def masked_edit(runner: TwoStreamRunner, source_latent: torch.Tensor, mask: torc
     noise = seeded_noise(source_latent.shape, seed=config.seed, device=source_latent.device,
                          dtype=source_latent.dtype)
     hook = mask_hook(source_latent, mask.to(source_latent), noise=noise, boundary=boundary)
-    return edit_latent(runner, source_latent, context=context, negative_context=negative_context, config=config,
-                       cache=cache, return_gate=return_gate, noise=noise, step_hooks=[hook])
+    return edit_latent(runner, EditRequest(source=source_latent, context=context, negative_context=negative_context,
+                                           config=config, cache=cache, return_gate=return_gate, noise=noise,
+                                           features=[hook]))

@@ -269,20 +269,58 @@ def sample_from(fn: VelocityFn, source_latent: torch.Tensor, config: SamplerConf
     return sample(fn, x, sigmas, solver=config.solver, step_hooks=step_hooks, callback=callback, cancel=cancel)
 
 
-def edit_latent(runner: TwoStreamRunner, source_latent: torch.Tensor, *, context: torch.Tensor,
-                negative_context: torch.Tensor | None, config: SamplerConfig,
-                cache: CachePlacement = "device", return_gate: bool = False, noise: torch.Tensor | None = None,
-                step_hooks: Sequence[StepHook] = (), callback: Callable[[StepInfo], None] | None = None,
-                cancel: Callable[[], bool] | None = None, shared: torch.Tensor | None = None,
-                start: torch.Tensor | None = None) -> EditResult:
-    """Edit a source latent (B, C, F, H, W) following ``context``; the runner must be attached.
+@dataclass(frozen=True)
+class SharedKeyframes:
+    """Edit feature (long videos): already edited keyframes (B, C, K, H, W) whose adapter keys/values every frame
+    also attends to."""
 
-    ``shared``: already edited keyframes (B, C, K, H, W) that PU-SDA also attends to (long videos).
-    ``start``: the clean latent noised to ``config.strength`` (default: the source); the source stream stays clean.
-    """
-    recorder = GateRecorder(batch=source_latent.shape[0]) if return_gate else None
-    fn = guided_velocity(runner, source_latent, context, negative_context, cfg=config.cfg, cache=cache,
-                         recorder=recorder, shared=shared)
-    latent = sample_from(fn, source_latent, config, noise=noise, step_hooks=step_hooks, callback=callback,
-                         cancel=cancel, start=start)
+    latent: torch.Tensor
+
+
+@dataclass(frozen=True)
+class StartLatent:
+    """Edit feature (Dreamix): the clean latent the sampler noises instead of the source, e.g. a degraded source;
+    the source stream still sees the clean source."""
+
+    latent: torch.Tensor
+
+
+# What an edit request composes: a StepHook (masks, pinned frames: rewrites the latent after each step), shared
+# keyframes, a start latent. Each feature adds one of these; the loop stays the same.
+EditFeature = StepHook | SharedKeyframes | StartLatent
+
+
+@dataclass
+class EditRequest:
+    """One edit: the source latent, the instruction, the sampler settings, and the features that shape it."""
+
+    source: torch.Tensor                        # (B, C, F, H, W)
+    context: torch.Tensor                       # (B, L, text_dim): the instruction
+    negative_context: torch.Tensor | None       # (B, L', text_dim), or None: no guidance
+    config: SamplerConfig
+    features: Sequence[EditFeature] = ()
+    cache: CachePlacement = "device"
+    noise: torch.Tensor | None = None           # (B, C, F, H, W); default: seeded by config.seed
+    return_gate: bool = False                   # also average the conditional branch's gate maps
+
+    def feature(self, kind: type) -> object | None:
+        """The one feature of this kind, or None; two of a kind is an error."""
+        found = [f for f in self.features if isinstance(f, kind)]
+        if len(found) > 1:
+            raise ValueError(f"an edit takes at most one {kind.__name__}, got {len(found)}")
+        return found[0] if found else None
+
+    def step_hooks(self) -> list[StepHook]:
+        return [f for f in self.features if not isinstance(f, (SharedKeyframes, StartLatent))]
+
+
+def edit_latent(runner: TwoStreamRunner, request: EditRequest, *, callback: Callable[[StepInfo], None] | None = None,
+                cancel: Callable[[], bool] | None = None) -> EditResult:
+    """Edit ``request.source`` following its instruction, with its features; the runner must be attached."""
+    shared, start = request.feature(SharedKeyframes), request.feature(StartLatent)
+    recorder = GateRecorder(batch=request.source.shape[0]) if request.return_gate else None
+    fn = guided_velocity(runner, request.source, request.context, request.negative_context, cfg=request.config.cfg,
+                         cache=request.cache, recorder=recorder, shared=shared.latent if shared else None)
+    latent = sample_from(fn, request.source, request.config, noise=request.noise, step_hooks=request.step_hooks(),
+                         callback=callback, cancel=cancel, start=start.latent if start else None)
     return EditResult(latent=latent, gate=recorder.result() if recorder else None)

@@ -8,7 +8,7 @@ import torch
 from test_comfyui_inprocess import (StandInVAE, adapter_file, conditioning, output, patched_model,  # noqa: F401
                                     tiny_wan)
 from imvideoedit_core.edit.degrade import DegradeConfig, degrade_latent
-from imvideoedit_core.edit.sampling import SamplerConfig, edit_latent, flow_sigmas
+from imvideoedit_core.edit.sampling import EditRequest, SamplerConfig, StartLatent, edit_latent, flow_sigmas
 from imvideoedit_core.edit.streams import TwoStreamRunner
 
 
@@ -57,10 +57,10 @@ def test_sampler_from_a_degraded_start_matches_the_core_engine(comfyui, tiny_wan
     out = comfy.sample.sample_custom(patched, noise, cfg, comfy.samplers.sampler_object("euler"), sigmas,
                                      positive, negative, start, seed=seed, disable_pbar=True)
     with TwoStreamRunner(core, adapter_file) as runner, torch.no_grad():
-        ref = edit_latent(runner, model.model.process_latent_in(clean), context=ctx, negative_context=neg,
-                          noise=noise, start=model.model.process_latent_in(start),
-                          config=SamplerConfig(steps=steps, cfg=cfg, shift=shift, seed=seed,
-                                               strength=strength)).latent
+        config = SamplerConfig(steps=steps, cfg=cfg, shift=shift, seed=seed, strength=strength)
+        ref = edit_latent(runner, EditRequest(source=model.model.process_latent_in(clean), context=ctx,
+                                              negative_context=neg, noise=noise, config=config,
+                                              features=[StartLatent(model.model.process_latent_in(start))])).latent
     torch.testing.assert_close(model.model.process_latent_in(out), ref, atol=2e-4, rtol=1e-4)
 
 

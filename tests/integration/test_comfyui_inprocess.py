@@ -15,7 +15,7 @@ from imvideoedit_core.model.adapter import build_adapter
 from imvideoedit_core.model.adapter_file import save_adapter
 from imvideoedit_core.model.backbone import build_backbone
 from imvideoedit_core.model.config import adapter_preset, backbone_preset
-from imvideoedit_core.edit.sampling import SamplerConfig, edit_latent, flow_sigmas
+from imvideoedit_core.edit.sampling import EditRequest, SamplerConfig, edit_latent, flow_sigmas
 from imvideoedit_core.edit.streams import TwoStreamRunner
 
 TINY = backbone_preset("tiny")  # dim 64, 2 heads, text_dim 32, freq_dim 32: ComfyUI reads these from the metadata
@@ -107,8 +107,9 @@ def test_ksampler_path_matches_the_core_engine(comfyui, tiny_wan, adapter_file):
                                      negative, latent, seed=seed, disable_pbar=True)
     source = model.model.process_latent_in(latent)
     with TwoStreamRunner(core, adapter_file) as runner, torch.no_grad():
-        ref = edit_latent(runner, source, context=ctx, negative_context=neg, noise=noise,
-                          config=SamplerConfig(steps=steps, cfg=cfg, shift=shift, seed=seed)).latent
+        config = SamplerConfig(steps=steps, cfg=cfg, shift=shift, seed=seed)
+        ref = edit_latent(runner, EditRequest(source=source, context=ctx, negative_context=neg, noise=noise,
+                                              config=config)).latent
     got = model.model.process_latent_in(out)
     assert torch.allclose(got, ref, atol=2e-4, rtol=1e-4), (got - ref).abs().max()
     # and the adapter matters: the plain model gives something else

@@ -9,7 +9,7 @@ import torch
 
 from test_comfyui_inprocess import StandInVAE, adapter_file, conditioning, output, patched_model, tiny_wan  # noqa: F401
 from imvideoedit_core.edit.long_video import WindowJob
-from imvideoedit_core.edit.sampling import SamplerConfig, edit_latent, flow_sigmas
+from imvideoedit_core.edit.sampling import EditRequest, SamplerConfig, SharedKeyframes, edit_latent, flow_sigmas
 from imvideoedit_core.edit.streams import TwoStreamRunner
 from imvideoedit_core.io.video import read_video, write_video
 
@@ -102,9 +102,11 @@ def test_shared_keyframes_match_the_core_engine(comfyui, tiny_wan, adapter_file)
                                      flow_sigmas(steps, shift=shift).float(), positive, negative, latent, seed=seed,
                                      disable_pbar=True)
     with TwoStreamRunner(core, adapter_file) as runner, torch.no_grad():
-        ref = edit_latent(runner, model.model.process_latent_in(latent), context=ctx, negative_context=neg,
-                          noise=noise, config=SamplerConfig(steps=steps, cfg=cfg, shift=shift, seed=seed),
-                          shared=model.model.process_latent_in(shared)).latent
+        shared_keyframes = SharedKeyframes(model.model.process_latent_in(shared))
+        ref = edit_latent(runner, EditRequest(source=model.model.process_latent_in(latent), context=ctx,
+                                              negative_context=neg, noise=noise,
+                                              config=SamplerConfig(steps=steps, cfg=cfg, shift=shift, seed=seed),
+                                              features=[shared_keyframes])).latent
     got = model.model.process_latent_in(out)
     torch.testing.assert_close(got, ref, atol=2e-4, rtol=1e-4)
 

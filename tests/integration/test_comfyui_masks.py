@@ -7,7 +7,7 @@ import torch
 
 from test_comfyui_inprocess import adapter_file, conditioning, output, patched_model, tiny_wan  # noqa: F401
 from imvideoedit_core.edit.masks import MaskBoundary, mask_hook
-from imvideoedit_core.edit.sampling import SamplerConfig, edit_latent, flow_sigmas
+from imvideoedit_core.edit.sampling import EditRequest, SamplerConfig, edit_latent, flow_sigmas
 from imvideoedit_core.edit.streams import TwoStreamRunner
 
 
@@ -62,8 +62,9 @@ def test_hard_mask_matches_the_core_engine(comfyui, tiny_wan, adapter_file):
     source = model.model.process_latent_in(latent["samples"])
     hook = mask_hook(source, latent["noise_mask"], noise=noise, boundary=MaskBoundary(kind="hard"))
     with TwoStreamRunner(core, adapter_file) as runner, torch.no_grad():
-        ref = edit_latent(runner, source, context=ctx, negative_context=neg, noise=noise, step_hooks=[hook],
-                          config=SamplerConfig(steps=4, cfg=2.0, shift=3.0, seed=7)).latent
+        ref = edit_latent(runner, EditRequest(source=source, context=ctx, negative_context=neg, noise=noise,
+                                              config=SamplerConfig(steps=4, cfg=2.0, shift=3.0, seed=7),
+                                              features=[hook])).latent
     got = model.model.process_latent_in(out)
     torch.testing.assert_close(got, ref, atol=2e-4, rtol=1e-4)
 
