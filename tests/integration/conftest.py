@@ -29,7 +29,14 @@ SKIP_REASON = ("ComfyUI integration tier SKIPPED: COMFYUI_DIR is not set (point 
                "with that ComfyUI's Python; see README, 'Testing with ComfyUI')")
 
 
+SOAK_REASON = "soak run SKIPPED: set IMVE_SOAK=1 to run it (about a minute; README, 'Testing with ComfyUI')"
+
+
 def pytest_collection_modifyitems(config, items):
+    soak = pytest.mark.skip(reason=SOAK_REASON)
+    for item in items:
+        if "soak" in item.keywords and not os.environ.get("IMVE_SOAK"):
+            item.add_marker(soak)
     if COMFYUI_DIR:
         return
     skip = pytest.mark.skip(reason=SKIP_REASON)
@@ -102,7 +109,7 @@ def comfyui_server(base: Path, startup_timeout: float = 180):
                     if proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError("ComfyUI did not start:\n" + log_path.read_text()[-3000:])
                     time.sleep(1)
-            yield {"url": url, "object_info": info, "log": log_path, "base": base}
+            yield {"url": url, "object_info": info, "log": log_path, "base": base, "pid": proc.pid}
         finally:
             proc.terminate()
             try:

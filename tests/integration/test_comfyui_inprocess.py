@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from comfy_standins import StandInCLIP, StandInVAE  # noqa: F401  (imported from here by other tests)
 from tiny import randomize
 from imvideoedit_core.model.adapter import build_adapter
 from imvideoedit_core.model.adapter_file import save_adapter
@@ -19,29 +20,6 @@ from imvideoedit_core.edit.sampling import EditRequest, SamplerConfig, edit_late
 from imvideoedit_core.edit.streams import TwoStreamRunner
 
 TINY = backbone_preset("tiny")  # dim 64, 2 heads, text_dim 32, freq_dim 32: ComfyUI reads these from the metadata
-
-
-class StandInVAE:
-    """Wan-VAE-shaped stand-in: [T, H, W, 3] -> [1, 16, (T-1)//4+1, H/8, W/8] (frames 0, 4, 8, ...; 8x8 means)."""
-
-    def __init__(self):
-        self.mix = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
-
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        frames = pixels[::4, :, :, :3].movedim(-1, 1)                       # (F, 3, H, W)
-        pooled = torch.nn.functional.avg_pool2d(frames, 8)                   # (F, 3, H/8, W/8)
-        return torch.einsum("fchw,cd->dfhw", pooled, self.mix)[None]         # (1, 16, F, H/8, W/8)
-
-
-class StandInCLIP:
-    """Text -> a (1, 5, 32) context, deterministic per text (stands in for umT5)."""
-
-    def tokenize(self, text: str) -> str:
-        return text
-
-    def encode_from_tokens_scheduled(self, tokens: str, show_pbar: bool = True) -> list:
-        seed = sum(tokens.encode()) % 10_000
-        return [[torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(seed)), {}]]
 
 
 def output(node_output):

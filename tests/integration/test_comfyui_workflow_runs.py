@@ -21,22 +21,13 @@ import numpy as np
 import pytest
 import torch
 
-from test_comfyui_inprocess import StandInCLIP, StandInVAE, tiny_wan  # noqa: F401  (fixture)
+from comfy_standins import StandInCLIP, StandInCodecVAE
+from test_comfyui_inprocess import tiny_wan  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 FRONTEND_ONLY = {"MarkdownNote", "Note"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
-
-
-class StandInCodecVAE(StandInVAE):
-    """The stand-in VAE plus a decoder: (1, 16, F, h, w) -> (1, 4(F-1)+1, 8h, 8w, 3) in 0..1."""
-
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        rgb = torch.einsum("bdfhw,dc->bfhwc", latent.float(), torch.linalg.pinv(self.mix))  # (1, F, h, w, 3)
-        rgb = rgb.repeat_interleave(4, dim=1)[:, 3:]                                       # 4(F-1)+1 frames
-        rgb = rgb.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)
-        return rgb.sigmoid()
 
 
 class _Server:
