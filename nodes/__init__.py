@@ -11,7 +11,7 @@ from ..imvideoedit_core.edit.sampling import SamplingCancelled
 from ..imvideoedit_core.io.video import VideoReadError, VideoWriteError
 from ..imvideoedit_core.model.adapter_file import AdapterFileError
 from ..imvideoedit_core.model.wan_weights import WanWeightsError
-from ..imvideoedit_core.train.pairs import PairDatasetError
+from ..imvideoedit_core.train.pair_scan import PairDatasetError
 from ..imvideoedit_core.train.trainer import TrainingCancelled
 from .adapter_nodes import ApplyAdapter, LoadAdapter
 from .catalog import ADAPTER_FOLDER

@@ -16,7 +16,8 @@ from ..imvideoedit_core.model.adapter import build_adapter
 from ..imvideoedit_core.model.adapter_file import load_adapter, read_adapter_info
 from ..imvideoedit_core.model.backbone import WanDiT
 from ..imvideoedit_core.model.config import adapter_config_for
-from ..imvideoedit_core.train.pairs import RESIZE_POLICIES, ImagePair, PairDataset, pairs_from_tensors, validate_size
+from ..imvideoedit_core.train.pair_dataset import ImagePair, PairDataset, pairs_from_tensors, validate_size
+from ..imvideoedit_core.train.pair_scan import RESIZE_POLICIES
 from ..imvideoedit_core.edit.sampling import pad_contexts
 from ..imvideoedit_core.edit.streams import TwoStreamRunner
 from ..imvideoedit_core.train.trainer import EncodedPairs, TrainConfig, TrainingCancelled, train_adapter

@@ -11,7 +11,8 @@ import torch
 
 from imvideoedit_core.io import files
 from imvideoedit_core.train.pair_writer import IMAGES_DIR, append_pairs
-from imvideoedit_core.train.pairs import MANIFEST_NAME, PairDataset, PairDatasetError
+from imvideoedit_core.train.pair_dataset import PairDataset
+from imvideoedit_core.train.pair_scan import MANIFEST_NAME, PairDatasetError
 
 
 def images(count: int, *, seed: int, size: tuple[int, int] = (16, 24)) -> torch.Tensor:

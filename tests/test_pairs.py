@@ -1,4 +1,5 @@
-"""Tests for imvideoedit_core.train.pairs: scanning, error reports, loading, resizing, batching, collation."""
+"""Image-pair datasets (train.pair_scan, pair_dataset, pair_batches): scanning, error reports, loading, resizing,
+batching, collation."""
 
 from __future__ import annotations
 
@@ -12,21 +13,11 @@ from PIL import Image
 import pytest
 import torch
 
-from imvideoedit_core.train import pairs
-from imvideoedit_core.train.pairs import (
-    MAX_LISTED_PROBLEMS,
-    ImagePair,
-    PairDataset,
-    PairDatasetError,
-    PairEntry,
-    PairProblem,
-    batch_indices,
-    collate,
-    read_image,
-    read_image_size,
-    scan_pairs,
-    validate_size,
-)
+from imvideoedit_core.train import pair_scan
+from imvideoedit_core.train.pair_batches import batch_indices, collate
+from imvideoedit_core.train.pair_dataset import ImagePair, PairDataset, validate_size
+from imvideoedit_core.train.pair_scan import (MAX_LISTED_PROBLEMS, PairDatasetError, PairEntry, PairProblem, read_image,
+                                             read_image_size, scan_pairs)
 
 RED_BGR = (0, 0, 255)
 GREEN_BGR = (0, 255, 0)
@@ -134,7 +125,7 @@ def test_manifest_in_folder_wins_over_pair_files(tmp_path, caplog):
     write_manifest(tmp_path / "manifest.jsonl", [
         {"source": "from_files_tgt.png", "target": "from_files_src.png", "instruction": "undo", "name": "listed"},
     ])
-    with caplog.at_level(logging.INFO, logger="imvideoedit_core.train.pairs"):
+    with caplog.at_level(logging.INFO, logger="imvideoedit_core.train.pair_scan"):
         entries = scan_pairs(tmp_path)
     assert [entry.name for entry in entries] == ["listed"]
     assert "manifest wins" in caplog.text
@@ -146,7 +137,7 @@ def test_stray_files_are_ignored_with_a_warning(tmp_path, caplog):
     (tmp_path / "notes.md").write_text("notes", encoding="utf-8")
     (tmp_path / ".DS_Store").write_bytes(b"\0")
     (tmp_path / "subfolder").mkdir()
-    with caplog.at_level(logging.WARNING, logger="imvideoedit_core.train.pairs"):
+    with caplog.at_level(logging.WARNING, logger="imvideoedit_core.train.pair_scan"):
         entries = scan_pairs(tmp_path)
     assert [entry.name for entry in entries] == ["good"]
     assert "README.txt" in caplog.text and "notes.md" in caplog.text and ".DS_Store" not in caplog.text
@@ -375,7 +366,7 @@ def test_header_size_matches_decoded_size(tmp_path, monkeypatch, name, params):
     pixels = np.random.default_rng(1).integers(0, 256, size=(37, 53, channels), dtype=np.uint8)
     path = write_image(tmp_path / name, pixels, params)
     assert read_image(path).shape[:2] == (37, 53)
-    monkeypatch.setattr(pairs, "read_image", lambda path: pytest.fail("fell back to a full decode"))
+    monkeypatch.setattr(pair_scan, "read_image", lambda path: pytest.fail("fell back to a full decode"))
     assert read_image_size(path) == (37, 53)
 
 
@@ -447,7 +438,7 @@ def test_collate_rejects_mixed_sizes(tmp_path):
 
 
 def test_pairs_from_image_batches():
-    from imvideoedit_core.train.pairs import pairs_from_tensors
+    from imvideoedit_core.train.pair_dataset import pairs_from_tensors
     sources, targets = torch.rand(3, 16, 16, 3), torch.rand(3, 16, 16, 3)
     pairs = pairs_from_tensors(sources, targets, ["make it red"])
     assert [p.instruction for p in pairs] == ["make it red"] * 3 and torch.equal(pairs[2].target, targets[2])

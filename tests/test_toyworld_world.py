@@ -35,7 +35,7 @@ from bench.toyworld.world import (
     split_seeds,
     write_image_pairs,
 )
-from imvideoedit_core.train.pairs import PairDataset
+from imvideoedit_core.train.pair_dataset import PairDataset
 
 SEEDS = range(300)
 

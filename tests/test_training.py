@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from train_data import ReconstructionPairs, tiny_runner
 from imvideoedit_core.model.adapter_file import load_adapter, read_adapter_info
-from imvideoedit_core.train.pairs import PairDataset
+from imvideoedit_core.train.pair_dataset import PairDataset
 from imvideoedit_core.edit.sampling import EditRequest, SamplerConfig, edit_latent
 from bench.standins import ByteTextEncoder, PatchCodec
 from imvideoedit_core.edit.streams import TwoStreamRunner

@@ -14,7 +14,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from imvideoedit_core.model.adapter_file import load_adapter

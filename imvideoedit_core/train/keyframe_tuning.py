@@ -19,7 +19,7 @@ from ..edit.streams import TwoStreamRunner
 from ..model.adapter import ImVideoEditAdapter, build_adapter
 from ..model.config import BackboneConfig, adapter_config_for
 from ..model.wan_strides import SIZE_MULTIPLE
-from .pairs import ImagePair
+from .pair_dataset import ImagePair
 from .trainer import EncodedPairs, TrainConfig, TrainProgress, TrainResult, train_adapter
 
 

@@ -32,7 +32,7 @@ from PIL import Image
 
 from ..io.files import atomic_write_bytes
 from ..model.wan_strides import SIZE_MULTIPLE
-from .pairs import MANIFEST_NAME, PairDatasetError, PairProblem
+from .pair_scan import MANIFEST_NAME, PairDatasetError, PairProblem
 
 IMAGES_DIR = "images"
 MIN_SIDE = SIZE_MULTIPLE  # px: one token

@@ -24,7 +24,8 @@ from safetensors import safe_open
 from ..edit.sampling import noised, pad_contexts, shift_sigma
 from ..edit.streams import TwoStreamRunner
 from ..model.adapter_file import STATE_FORMAT, atomic_save_safetensors, save_adapter
-from .pairs import ImagePair, PairDataset, batch_indices, collate
+from .pair_batches import batch_indices, collate
+from .pair_dataset import ImagePair, PairDataset
 
 STATE_SUFFIX = ".train-state.safetensors"  # NAME.safetensors resumes from NAME.train-state.safetensors
 

@@ -106,6 +106,6 @@ def test_the_packs_errors_read_as_the_packs_not_as_a_path(comfyui):
     """ComfyUI names an exception module.Class; a custom node's module is its folder path."""
     from execution import full_type_name
     from imvideoedit_pack.imvideoedit_core.io.video import VideoReadError
-    from imvideoedit_pack.imvideoedit_core.train.pairs import PairDatasetError
+    from imvideoedit_pack.imvideoedit_core.train.pair_scan import PairDatasetError
     assert full_type_name(VideoReadError) == "imvideoedit.VideoReadError"
     assert full_type_name(PairDatasetError) == "imvideoedit.PairDatasetError"

@@ -19,7 +19,6 @@ import av
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from comfy_standins import StandInCLIP, StandInCodecVAE
 from test_comfyui_inprocess import tiny_wan  # noqa: F401  (fixture)
@@ -154,7 +153,7 @@ def test_zero_start_edit_runs_end_to_end_and_saves_a_browser_playable_video(comf
 
 
 def test_build_pair_dataset_appends_what_train_adapter_reads(comfyui, executor):
-    from imvideoedit_pack.imvideoedit_core.train.pairs import PairDataset
+    from imvideoedit_pack.imvideoedit_core.train.pair_dataset import PairDataset
     image = np.zeros((32, 48, 3), np.uint8)
     image[4:20, 8:30] = (200, 60, 20)
     cv2.imwrite(str(Path(comfyui.folder_paths.get_input_directory()) / "source.png"), image)

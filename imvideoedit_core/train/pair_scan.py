@@ -1,4 +1,5 @@
-"""Image pairs for training the adapter: scan a dataset, load pairs lazily, batch them deterministically.
+"""Image-pair datasets, scanned: find every (source, target, instruction) of a folder or manifest and check it
+before training starts (loading is ``pair_dataset``, batching ``pair_batches``, writing ``pair_writer``).
 
 A training example is a before image, an after image and the instruction that turns one into the other. Two
 layouts are read:
@@ -32,13 +33,10 @@ Pixel data that is corrupt behind a valid header (a truncated download) is only 
 which decodes every image once; otherwise it fails later, at load time, with an error that names the file.
 
 Pixels: ``cv2.imdecode`` of the raw bytes (so non-ASCII paths work), converted to RGB float32 in 0..1 with shape
-[H, W, 3]. Grayscale is repeated to three channels; an alpha channel is dropped (``images``: the pack's one policy, as
-ComfyUI's Load Image); 16-bit images are divided by 65535. EXIF orientation is ignored (pixels are used as stored, the same way for source and target, so
-a pair stays aligned).
-
-Sizes: ``resize_policy="error"`` requires source and target to have the same size; ``"resize_target"`` scales each
-target to its source's size. Independently, ``size=(height, width)`` (multiples of 16) scales both images of every
-pair to one size, stretching if the aspect ratio differs. Batches need one size for all their pairs.
+[H, W, 3]. Grayscale is repeated to three channels; an alpha channel is dropped (``io.images``: the pack's one
+policy, as ComfyUI's Load Image); 16-bit images are divided by 65535. EXIF orientation is ignored (pixels are used as
+stored, the same way for source and target, so a pair stays aligned). Under ``resize_policy="error"`` a pair whose
+source and target sizes differ is a problem; ``"resize_target"`` lets ``pair_dataset`` scale the target.
 """
 
 from __future__ import annotations
@@ -46,7 +44,6 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import operator
 import os
 import re
 from dataclasses import dataclass
@@ -55,11 +52,9 @@ from typing import Literal, Sequence
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
 from ..io.images import opencv_to_rgb
-from ..model.wan_strides import SIZE_MULTIPLE
 
 logger = logging.getLogger(__name__)
 
@@ -117,35 +112,6 @@ class PairEntry:
     source_path: Path
     target_path: Path
     instruction: str
-
-
-@dataclass
-class ImagePair:
-    """One loaded pair; ``source`` and ``target`` are float32 RGB in 0..1, [H, W, 3] (ComfyUI's IMAGE layout)."""
-
-    name: str
-    source: torch.Tensor  # [H, W, 3]
-    target: torch.Tensor  # [H, W, 3]
-    instruction: str
-
-
-@dataclass
-class PairBatch:
-    """Pairs stacked channels-first for the VAE: ``source`` and ``target`` are float32 in 0..1, [B, 3, H, W]."""
-
-    source: torch.Tensor  # [B, 3, H, W]
-    target: torch.Tensor  # [B, 3, H, W]
-    instructions: list[str]
-    names: list[str]
-
-    def to(self, device: torch.device | str, *, dtype: torch.dtype | None = None) -> PairBatch:
-        """The same batch with both image tensors moved to ``device`` (and cast to ``dtype`` when given)."""
-        return PairBatch(
-            source=self.source.to(device=device, dtype=dtype),
-            target=self.target.to(device=device, dtype=dtype),
-            instructions=list(self.instructions),
-            names=list(self.names),
-        )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -434,19 +400,15 @@ def _check_images(found: Sequence[_Found], *, resize_policy: ResizePolicy, check
                 problems += [PairProblem(where=item.where, reason=f"{role} image {p.where} {p.reason}", fix=p.fix)
                              for p in error.problems]
         if len(sizes) == 2 and sizes["source"] != sizes["target"] and resize_policy == "error":
-            problems.append(_size_mismatch(item.where, source=sizes["source"], target=sizes["target"]))
+            problems.append(size_mismatch(item.where, source=sizes["source"], target=sizes["target"]))
     return problems
 
 
-def _size_mismatch(where: str, *, source: tuple[int, int], target: tuple[int, int]) -> PairProblem:
+def size_mismatch(where: str, *, source: tuple[int, int], target: tuple[int, int]) -> PairProblem:
     reason = (f"source is {source[0]}x{source[1]} but target is {target[0]}x{target[1]} (height x width) "
               f"under resize_policy='error'")
     fix = "make both images the same size, or choose resize_policy='resize_target' to scale targets to their sources"
     return PairProblem(where=where, reason=reason, fix=fix)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Loading pairs
 
 
 def validate_resize_policy(resize_policy: str) -> ResizePolicy:
@@ -455,184 +417,3 @@ def validate_resize_policy(resize_policy: str) -> ResizePolicy:
         raise ValueError(f"resize_policy={resize_policy!r} is not one of {RESIZE_POLICIES}: 'error' requires "
                          "equal source and target sizes, 'resize_target' scales each target to its source's size")
     return resize_policy
-
-
-def validate_size(size: Sequence[int] | None) -> tuple[int, int] | None:
-    """``size`` as a (height, width) tuple of positive multiples of 16, or None; otherwise a ValueError."""
-    if size is None:
-        return None
-    try:
-        height, width = (operator.index(value) for value in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"size={size!r} must be None or (height, width), two integers") from None
-    if height > 0 and width > 0 and height % SIZE_MULTIPLE == 0 and width % SIZE_MULTIPLE == 0:
-        return height, width
-    nearest = tuple(max(SIZE_MULTIPLE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE) for value in (height, width))
-    raise ValueError(f"size=({height}, {width}) must be (height, width) positive multiples of {SIZE_MULTIPLE} "
-                     f"(the VAE downsamples by 8, the patch embedding by 2): the nearest valid size is {nearest}")
-
-
-class PairDataset:
-    """Loads checked pairs lazily, one ``ImagePair`` per index; usable as a torch Dataset.
-
-    ``resize_policy`` reconciles a target with its source ("error" or "resize_target"); ``size`` (height, width),
-    if given, then scales both images to that size. Use with ``batch_indices`` and ``collate``, e.g.
-    ``DataLoader(dataset, batch_sampler=batch_indices(len(dataset), ...), collate_fn=collate)``.
-    """
-
-    def __init__(
-        self,
-        entries: Sequence[PairEntry],
-        *,
-        resize_policy: ResizePolicy = "error",
-        size: tuple[int, int] | None = None,
-    ) -> None:
-        if not entries:
-            raise ValueError("PairDataset needs at least one entry: build them with scan_pairs(folder)")
-        self.entries = list(entries)
-        self.resize_policy = validate_resize_policy(resize_policy)
-        self.size = validate_size(size)
-
-    @classmethod
-    def from_path(
-        cls,
-        path: str | os.PathLike,
-        *,
-        resize_policy: ResizePolicy = "error",
-        size: tuple[int, int] | None = None,
-        check: ScanCheck = "header",
-    ) -> PairDataset:
-        """``scan_pairs`` then the dataset, with the same resize policy for both."""
-        validate_size(size)  # fail on a bad size before a long scan
-        entries = scan_pairs(path, resize_policy=resize_policy, check=check)
-        return cls(entries, resize_policy=resize_policy, size=size)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, index: int) -> ImagePair:
-        entry = self.entries[index]
-        source = read_image(entry.source_path)  # [Hs, Ws, 3]
-        target = read_image(entry.target_path)  # [Ht, Wt, 3]
-        if source.shape != target.shape:
-            if self.resize_policy == "error":
-                problem = _size_mismatch(entry.name, source=source.shape[:2], target=target.shape[:2])
-                raise PairDatasetError([problem], origin=str(entry.source_path.parent))
-            target = _resize(target, height=source.shape[0], width=source.shape[1])  # [Hs, Ws, 3]
-        if self.size is not None:
-            source = _resize(source, height=self.size[0], width=self.size[1])  # [H, W, 3]
-            target = _resize(target, height=self.size[0], width=self.size[1])  # [H, W, 3]
-        return ImagePair(
-            name=entry.name,
-            source=torch.from_numpy(source),
-            target=torch.from_numpy(target),
-            instruction=entry.instruction,
-        )
-
-
-def _resize(image: np.ndarray, *, height: int, width: int) -> np.ndarray:
-    """[h, w, 3] -> [height, width, 3]; area averaging when shrinking, bilinear otherwise (no overshoot)."""
-    if image.shape[:2] == (height, width):
-        return image
-    shrinking = height <= image.shape[0] and width <= image.shape[1]
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return np.ascontiguousarray(cv2.resize(image, (width, height), interpolation=interpolation))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Batching
-
-
-def batch_indices(
-    n: int,
-    *,
-    batch_size: int,
-    seed: int,
-    epoch: int,
-    rank: int = 0,
-    world_size: int = 1,
-    drop_last: bool = True,
-) -> list[list[int]]:
-    """This rank's batches of dataset indices for one epoch; the same on every machine for the same arguments.
-
-    One permutation of range(n) per (seed, epoch) is shared by all ranks. Step k takes the next
-    ``batch_size * world_size`` indices of it and rank r gets the r-th slice of ``batch_size``, so ranks are
-    disjoint and all get the same number of equally long batches. ``drop_last=True`` drops the tail that does not
-    fill a whole step (a different tail each epoch). ``drop_last=False`` pads the permutation with its own first
-    indices until its length divides by ``world_size`` (at most world_size - 1 repeats, as torch's
-    DistributedSampler does), and the last batch of every rank is then shorter than ``batch_size`` but equal.
-    """
-    _check_batching(n, batch_size=batch_size, seed=seed, epoch=epoch, rank=rank, world_size=world_size)
-    mixed_seed = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
-    generator = torch.Generator().manual_seed(int(mixed_seed))
-    order = torch.randperm(n, generator=generator).tolist()
-    step = batch_size * world_size
-    if drop_last:
-        if n < step:
-            raise ValueError(f"{n} pairs do not fill one step of batch_size={batch_size} x world_size={world_size} "
-                             "with drop_last=True: lower batch_size or pass drop_last=False")
-        order = order[: n - n % step]
-    else:
-        padding = -n % world_size
-        order += [order[i % n] for i in range(padding)]
-    batches = []
-    for start in range(0, len(order), step):
-        share = min(step, len(order) - start) // world_size  # batch_size, or less in the last, padded step
-        first = start + rank * share
-        batches.append(order[first : first + share])
-    return batches
-
-
-def _check_batching(n: int, *, batch_size: int, seed: int, epoch: int, rank: int, world_size: int) -> None:
-    """ValueErrors for arguments of batch_indices that cannot work."""
-    if n < 1:
-        raise ValueError(f"n={n}: there must be at least one pair to batch")
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be at least 1")
-    if seed < 0 or epoch < 0:
-        raise ValueError(f"seed={seed} and epoch={epoch} must be non-negative integers")
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank={rank}, world_size={world_size}: need world_size >= 1 and 0 <= rank < world_size")
-
-
-def collate(pairs: Sequence[ImagePair]) -> PairBatch:
-    """Stack loaded pairs into a channels-first batch; all pairs must have the same size."""
-    if not pairs:
-        raise ValueError("collate needs at least one pair")
-    names_by_size: dict[tuple[int, int], list[str]] = {}
-    for pair in pairs:
-        names_by_size.setdefault(tuple(pair.source.shape[:2]), []).append(pair.name)
-    for pair in pairs:
-        if pair.target.shape != pair.source.shape:
-            raise ValueError(f"pair {pair.name!r}: source {tuple(pair.source.shape)} and target "
-                             f"{tuple(pair.target.shape)} differ in shape; load pairs through PairDataset")
-    if len(names_by_size) > 1:
-        sizes = "; ".join(f"{h}x{w}: {', '.join(names)}" for (h, w), names in names_by_size.items())
-        raise ValueError(f"pairs in one batch must share a size, got (height x width) {sizes}. "
-                         "Pass size=(height, width) to PairDataset to scale every pair to one size")
-    source = torch.stack([pair.source for pair in pairs])  # [B, H, W, 3]
-    target = torch.stack([pair.target for pair in pairs])  # [B, H, W, 3]
-    return PairBatch(
-        source=source.permute(0, 3, 1, 2).contiguous(),  # [B, H, W, 3] -> [B, 3, H, W]
-        target=target.permute(0, 3, 1, 2).contiguous(),  # [B, H, W, 3] -> [B, 3, H, W]
-        instructions=[pair.instruction for pair in pairs],
-        names=[pair.name for pair in pairs],
-    )
-
-
-def pairs_from_tensors(sources: torch.Tensor, targets: torch.Tensor, instructions: Sequence[str]) -> list[ImagePair]:
-    """Pairs from image batches [N, H, W, 3] (ComfyUI IMAGE) and one instruction per pair (or one for all)."""
-    if sources.ndim != 4 or sources.shape[-1] < 3 or sources.shape[:3] != targets.shape[:3]:
-        raise ValueError(f"source images {tuple(sources.shape)} and target images {tuple(targets.shape)} must be "
-                         "batches [N, H, W, 3] of the same count and size: one target per source")
-    texts = [t.strip() for t in instructions]
-    if len(texts) == 1:
-        texts = texts * sources.shape[0]
-    if len(texts) != sources.shape[0]:
-        raise ValueError(f"{sources.shape[0]} pairs but {len(texts)} instructions: give one instruction per line "
-                         "for each pair, or a single line for all of them")
-    empty = [i for i, t in enumerate(texts) if not t]
-    if empty:
-        raise ValueError(f"pairs {empty} have an empty instruction: every pair needs one")
-    return [ImagePair(name=f"pair{i:04d}", source=sources[i, :, :, :3].float(), target=targets[i, :, :, :3].float(),
-                      instruction=texts[i]) for i in range(sources.shape[0])]
