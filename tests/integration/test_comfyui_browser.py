@@ -305,6 +305,7 @@ def frontend(tmp_path_factory, launch_comfyui):
                 "width": VIEWPORT[0], "height": VIEWPORT[1], "deviceScaleFactor": 1, "mobile": False})
             driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CONSOLE_HOOK})
             page = Frontend(driver, running["url"], artifacts, placed)
+            page.base = running["base"]
             yield page
         finally:
             group = service.process.pid if service.process else None
@@ -440,3 +441,43 @@ def test_workflow_opens_in_the_frontend_without_warnings(frontend, path):
     assert not problems, (f"{path.name} in ComfyUI's frontend:\n  " + "\n  ".join(problems) +
                           f"\nscreenshots: {result['screenshot']} (whole graph), {result['screenshot_as_opened']} "
                           f"(as opened)\nall screenshots so far: {[str(p) for p in frontend.screenshots]}")
+
+
+# Loads a URL into a <video> element, as ComfyUI's video preview does, and reports whether a frame decoded.
+PLAYBACK = r"""
+const [url, done] = [arguments[0], arguments[arguments.length - 1]];
+const video = document.createElement('video');
+video.muted = true;
+video.preload = 'auto';
+let reported = false;
+const finish = ok => {
+  if (reported) return;
+  reported = true;
+  done({ok, width: video.videoWidth, height: video.videoHeight, error: video.error ? video.error.code : null});
+};
+video.onloadeddata = () => finish(true);
+video.onerror = () => finish(false);
+setTimeout(() => finish(false), 15000);
+video.src = url;
+document.body.appendChild(video);
+"""
+
+
+def test_a_video_the_pack_writes_plays_in_the_browser(frontend, monkeypatch):
+    """The pack's mp4 (H.264 through PyAV), served by ComfyUI's /view as its preview fetches it, decodes in
+    Chromium; the OpenCV fallback's MPEG-4 Part 2 file, what the pack wrote before, does not (so the check can
+    fail)."""
+    import torch
+    from imvideoedit_core.io import video as video_io
+    frames = torch.rand(9, 48, 64, 3, generator=torch.Generator().manual_seed(0))
+    output = frontend.base / "output"
+    h264 = video_io.write_video(output / "imve_h264.mp4", frames, fps=8)
+    monkeypatch.setattr(video_io, "pyav_h264_available", lambda: False)
+    mp4v = video_io.write_video(output / "imve_mp4v.mp4", frames, fps=8)
+    assert (h264.codec, mp4v.codec) == ("h264", "mp4v")
+    frontend.open()
+    played = {name: frontend.driver.execute_async_script(PLAYBACK, f"{frontend.url}/view?filename={name}&type=output")
+              for name in ("imve_h264.mp4", "imve_mp4v.mp4")}
+    assert played["imve_h264.mp4"]["ok"] and (played["imve_h264.mp4"]["width"], played["imve_h264.mp4"]["height"]) \
+        == (64, 48), played
+    assert not played["imve_mp4v.mp4"]["ok"], played
