@@ -9,10 +9,10 @@ Writes ``bench/toyworld/results.json`` (systems x edit types x metrics), one con
 Systems (all from the same frozen backbone, text encoder, seed and sampler settings):
     ours         the adapter trained on image pairs, editing whole videos
     per_frame    the same adapter applied to each frame as a one-frame video (every frame gets the same noise)
-    dtr_0.5/0.75 degrade-then-regenerate: plain backbone, target caption, started from the source noised to s
+    regenerate_0.5/0.75 degrade-then-regenerate: plain backbone, target caption, started from the source noised to s
     oracle       the adapter trained on video pairs with the same steps and frames per batch
     no_gate, blind_gate, unfrozen   ablations (see train_adapter.py); cache_off is checked to equal ours
-    ours_tpos    ours trained with image pairs at random temporal RoPE positions
+    ours_time_offset    ours trained with image pairs at random temporal RoPE positions
     gate_loss    ours with the gate also taught the pairs' difference masks (an auxiliary loss)
     ffn_lora     ours plus a LoRA on the backbone's FFNs, trained on the same image pairs
 """
@@ -62,7 +62,7 @@ class EvalConfig:
     cfg: float = 3.0
     shift: float = 2.0
     seed: int = 0
-    dtr_strengths: tuple[float, ...] = (0.5, 0.75)
+    regenerate_strengths: tuple[float, ...] = (0.5, 0.75)
 
     def sampler(self, strength: float = 1.0) -> SamplerConfig:
         return SamplerConfig(steps=self.steps, cfg=self.cfg, shift=self.shift, seed=self.seed, strength=strength)
@@ -145,9 +145,9 @@ def systems(models: ToyModels, ours, cfg: EvalConfig, folders: Folders) -> dict[
     """Every system that has its weights on disk (a missing ablation is skipped and reported)."""
     table = {"ours": lambda b: run_adapter(models, ours, b, cfg),
              "per_frame": lambda b: run_per_frame(models, ours, b, cfg)}
-    for s in cfg.dtr_strengths:
-        table[f"dtr_{s}"] = lambda b, s=s: run_degrade_then_regenerate(models, b, cfg, s)
-    for name in ("oracle", "no_gate", "blind_gate", "unfrozen", "ours_tpos", "gate_loss", "ffn_lora"):
+    for s in cfg.regenerate_strengths:
+        table[f"regenerate_{s}"] = lambda b, s=s: run_degrade_then_regenerate(models, b, cfg, s)
+    for name in ("oracle", "no_gate", "blind_gate", "unfrozen", "ours_time_offset", "gate_loss", "ffn_lora"):
         path = folders.runs / f"{name}.safetensors"
         if not path.is_file():
             print(f"skipping {name}: {path} not found (python -m bench.toyworld.train_adapter --variant {name})")

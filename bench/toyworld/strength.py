@@ -76,7 +76,7 @@ def sweep(models: ToyModels, adapter, cfg: StrengthConfig) -> list[dict]:
     examples = [e for kind in world.EDIT_KINDS for e in eval_examples(kind, cfg.eval)]
     batch = make_batch(examples, models)
     systems = {"ours": lambda s, start: run_ours(models, adapter, batch, cfg.eval, s, start),
-               "dtr": lambda s, start: run_degrade_then_regenerate(models, batch, cfg.eval, s, start)}
+               "regenerate": lambda s, start: run_degrade_then_regenerate(models, batch, cfg.eval, s, start)}
     rows = []
     for degradation, degrade in DEGRADATIONS.items():
         start = None if degrade.is_identity else degrade_latent(batch.source, degrade)
@@ -130,7 +130,7 @@ def degradation_effect(rows: list[dict], system: str, metric: str) -> float | No
 def reading(results: dict) -> str:
     """Sentences computed from the numbers (so a rerun never leaves a stale claim)."""
     rows, lines = results["sweep"], []
-    for system in ("ours", "dtr"):
+    for system in ("ours", "regenerate"):
         plain = [r for r in rows if r["system"] == system and r["degradation"] == "none"]
         by_s = sorted(plain, key=lambda r: r["strength"])
         best = _best(plain, "success")
@@ -157,7 +157,7 @@ def report(results: dict) -> str:
     return f"""## Strength, degraded starts and image animation (Dreamix)
 
 {results['videos']} held-out clips ({results['per_kind']} per edit type, {results['frames']} frames), seed 0,
-{results['steps']} Euler steps, cfg 3, shift 2. **ours**: the main adapter with the instruction; **dtr**: the plain
+{results['steps']} Euler steps, cfg 3, shift 2. **ours**: the main adapter with the instruction; **regenerate**: the plain
 backbone with the target caption (degrade-then-regenerate). Both start from the source noised to the strength
 (`start none`) or from a degraded source (`s2t2`: spatial 2x area-down/bilinear-up and every 2nd frame kept,
 linear fill; for ours the adapter's source stream still sees the clean source). At strength 1 the start is pure

@@ -10,7 +10,7 @@ Variants (same steps, batch and seed; the oracle's batch holds the same number o
     blind_gate  image pairs, a gate that cannot read the instruction        -> runs/blind_gate.safetensors
     unfrozen    image pairs, backbone 3D self-attention trained as well     -> runs/unfrozen.safetensors
                 (+ runs/unfrozen.self_attn.safetensors)
-    ours_tpos   image pairs placed at a random temporal RoPE position 0-7  -> runs/ours_tpos.safetensors
+    ours_time_offset   image pairs placed at a random temporal RoPE position 0-7  -> runs/ours_time_offset.safetensors
                 (still one-frame videos: removes the position-0 bias of image training)
     gate_loss   ours, plus an auxiliary loss that pulls each block's gate   -> runs/gate_loss.safetensors
                 towards the pair's difference mask (g = 1 where the pair differs)
@@ -41,7 +41,7 @@ from .models import ADAPTER_FILE, CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, load
 from .pretrain import train_seed
 
 RUNS_DIR = Path(__file__).resolve().parent / "runs"
-VARIANTS = ("ours", "oracle", "no_gate", "blind_gate", "unfrozen", "ours_tpos", "gate_loss", "ffn_lora")
+VARIANTS = ("ours", "oracle", "no_gate", "blind_gate", "unfrozen", "ours_time_offset", "gate_loss", "ffn_lora")
 GATE_LOSS = 0.1  # weight of the gate's auxiliary loss in the gate_loss variant
 IMAGE_BATCH = 16
 VIDEO_FRAMES = 8
@@ -88,7 +88,7 @@ def train_variant(variant: str, *, steps: int, seed: int, models_dir: Path = MOD
     runner = TwoStreamRunner(models.backbone, build_adapter(adapter_config(variant), models.backbone.config,
                                                              seed=seed))
     extra = [p for b in models.backbone.blocks for p in b.self_attn.parameters()] if variant == "unfrozen" else []
-    offsets = VIDEO_FRAMES - 1 if variant == "ours_tpos" else 0
+    offsets = VIDEO_FRAMES - 1 if variant == "ours_time_offset" else 0
     cfg = TrainConfig(steps=steps, batch_size=data.batch_size, lr=1e-3, warmup_steps=100, ema_decay=0.995,
                       context_dropout=0.1, seed=seed, max_frame_offset=offsets,
                       gate_loss=GATE_LOSS if variant == "gate_loss" else 0.0)
