@@ -14,6 +14,7 @@ Rows of the table:
   cache on        one-off source encoding (frozen blocks at t=0 plus the adapter's key/value projections)
                   + 30 steps of backbone + PU-SDA that reuse it;
   cache off       30 steps that each re-encode the source;
+  shared source   cache on, but one source encoding (with the instruction) read by both CFG branches;
   width concat    the ViFeEdit-style reference: source concatenated along the width, tokens doubled.
 The source cache memory is measured with ``SourceStream.cache_bytes()`` on bf16 meta models (no FLOP counting).
 The last line printed is one JSON object.
@@ -114,11 +115,19 @@ def plain_cost(runner: TwoStreamRunner, inputs: ModelInputs, *, steps: int) -> R
     return RunCost(per_step=step, one_off=0.0, steps=steps)
 
 
+def _source(runner: TwoStreamRunner, inputs: ModelInputs, *, placement: CachePlacement, share: bool):
+    """The source stream of a CFG-batched run: one encoding per branch, or one shared by every branch."""
+    if share:
+        return runner.source(inputs.latent[:1], inputs.context[:1], placement=placement,
+                             branches=inputs.latent.shape[0])
+    return runner.source(inputs.latent, inputs.context, placement=placement)
+
+
 def imvideoedit_cost(runner: TwoStreamRunner, inputs: ModelInputs, *, steps: int,
-                     placement: CachePlacement) -> RunCost:
+                     placement: CachePlacement, share: bool = False) -> RunCost:
     """Backbone + PU-SDA per step; with the cache on, the source encoding is counted once, apart."""
     with runner:
-        source = runner.source(inputs.latent, inputs.context, placement=placement)
+        source = _source(runner, inputs, placement=placement, share=share)
         one_off = 0.0 if placement == "off" else count_tflops(source.begin_step)  # fills the cache
         step = steady_step_tflops(lambda: runner(inputs.latent, inputs.timestep, inputs.context, source))
     return RunCost(per_step=step, one_off=one_off, steps=steps)
@@ -128,6 +137,7 @@ def imvideoedit_cost(runner: TwoStreamRunner, inputs: ModelInputs, *, steps: int
 class CacheMemory:
     preset: str
     cache_gib: float           # k and v of every adapted block, both CFG branches
+    shared_cache_gib: float    # the same, one encoding shared by both branches
     adapted_blocks: int
 
 
@@ -135,10 +145,13 @@ def source_cache_memory(preset: str, shape: VideoShape, *, dtype: torch.dtype = 
     """Size of the source cache for both CFG branches, read from meta tensors (no FLOP counting)."""
     runner = build_runner(backbone_preset(preset), adapter_preset(preset), device=META, dtype=dtype)
     inputs = meta_inputs(runner, shape, dtype=dtype)
+    sizes = []
     with torch.no_grad():
-        source = runner.source(inputs.latent, inputs.context, placement="device")
-        source.begin_step()
-    return CacheMemory(preset=preset, cache_gib=source.cache_bytes() / GIB,
+        for share in (False, True):
+            source = _source(runner, inputs, placement="device", share=share)
+            source.begin_step()
+            sizes.append(source.cache_bytes() / GIB)
+    return CacheMemory(preset=preset, cache_gib=sizes[0], shared_cache_gib=sizes[1],
                        adapted_blocks=len(runner.adapter.block_ids))
 
 
@@ -149,8 +162,8 @@ def cost_table(costs: dict[str, RunCost], plain: RunCost) -> str:
 
 
 def memory_table(memories: list[CacheMemory]) -> str:
-    rows = [(m.preset, m.adapted_blocks, f"{m.cache_gib:.2f}") for m in memories]
-    return format_table(("preset (bf16, CFG x2)", "adapted blocks", "source cache GiB"), rows)
+    rows = [(m.preset, m.adapted_blocks, f"{m.cache_gib:.2f}", f"{m.shared_cache_gib:.2f}") for m in memories]
+    return format_table(("preset (bf16, CFG x2)", "adapted blocks", "source cache GiB", "shared encoding GiB"), rows)
 
 
 def parse_args() -> argparse.Namespace:
@@ -179,9 +192,11 @@ def main() -> None:
         "plain backbone": plain,
         "ImVideoEdit, cache on": imvideoedit_cost(runner, inputs, steps=args.steps, placement="device"),
         "ImVideoEdit, cache off": imvideoedit_cost(runner, inputs, steps=args.steps, placement="off"),
+        "ImVideoEdit, shared source": imvideoedit_cost(runner, inputs, steps=args.steps, placement="device",
+                                                       share=True),
         "width concat (tokens x2)": plain_cost(runner, wide, steps=args.steps),
     }
-    cached, uncached, concat = (costs[k] for k in list(costs)[1:])
+    cached, uncached, shared, concat = (costs[k] for k in list(costs)[1:])
     memories = [source_cache_memory(p, shape) for p in ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b")]
 
     print(f"{args.preset}: {shape.frames} frames at {shape.width}x{shape.height} -> latent "
@@ -211,9 +226,13 @@ def main() -> None:
         "ratio": round(cached.total / plain.total, 4),
         "ratio_per_step": round(cached.per_step / plain.per_step, 4),
         "ratio_cache_off": round(uncached.total / plain.total, 4),
+        "ratio_shared_source": round(shared.total / plain.total, 4),
+        "source_encode_shared_tflops": round(shared.one_off, 3),
         "width_concat_ratio": round(concat.total / plain.total, 4),
         "source_cache_gib_1_3b": round(memories[0].cache_gib, 3),
         "source_cache_gib_14b": round(memories[1].cache_gib, 3),
+        "source_cache_shared_gib_1_3b": round(memories[0].shared_cache_gib, 3),
+        "source_cache_shared_gib_14b": round(memories[1].shared_cache_gib, 3),
         "cache_dtype": "bfloat16",
     })
 

@@ -71,11 +71,16 @@ def make_variants(runner: TwoStreamRunner, shape: StepShape, *, seed: int) -> li
     cached = runner.source(source_latent, context, placement="device")
     cached.begin_step()  # fill the cache once, as a sampling run does before its first step
     uncached = runner.source(source_latent, context, placement="off")
+    shared = runner.source(source_latent[:1], context[:1], placement="device", branches=shape.batch)
+    shared.begin_step()  # one encoding read by both CFG branches
     return [
         Variant("plain", lambda: runner.backbone(latent, t, context), attached=False),
         Variant("cache on", lambda: runner(latent, t, context, cached), attached=True),
+        Variant("cache shared", lambda: runner(latent, t, context, shared), attached=True),
         Variant("cache off", lambda: runner(latent, t, context, uncached), attached=True),
         Variant("encode", lambda: runner.source(source_latent, context).begin_step(), attached=False),
+        Variant("encode shared", lambda: runner.source(source_latent[:1], context[:1],
+                                                       branches=shape.batch).begin_step(), attached=False),
     ]
 
 
@@ -158,6 +163,8 @@ def main() -> None:
         "adapter_ms": round(median["cache on"], 3),
         "adapter_cache_off_ms": round(median["cache off"], 3),
         "source_encode_ms": round(median["encode"], 3),
+        "source_encode_shared_ms": round(median["encode shared"], 3),
+        "ratio_cache_shared": round(median["cache shared"] / plain, 4),
         "ratio": round(median["cache on"] / plain, 4),
         "ratio_cache_off": round(median["cache off"] / plain, 4),
         "flop_ratio": round(flops["cache on"] / flops["plain"], 4),

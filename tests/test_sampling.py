@@ -9,8 +9,8 @@ import torch
 
 from tiny import latent, text
 from imvideoedit_core.edit.sampling import (EditRequest, SamplerConfig, SamplingCancelled, StartLatent, StepInfo,
-                                            edit_latent, flow_sigmas, guided_velocity, sample, seeded_noise,
-                                            shift_sigma)
+                                            edit_latent, flow_sigmas, guided_velocity, pad_contexts, sample,
+                                            seeded_noise, shift_sigma)
 from imvideoedit_core.edit.streams import TwoStreamRunner
 
 
@@ -155,3 +155,21 @@ def test_an_edit_request_takes_each_latent_feature_once(tiny_backbone, trained_a
     hook = lambda info: info.x  # noqa: E731
     assert EditRequest(source=latent(1), context=text(0), negative_context=None, config=SamplerConfig(),
                        features=[start, hook]).step_hooks() == [hook]
+
+
+def test_a_shared_source_encoding_serves_both_guidance_branches_with_half_the_cache(tiny_backbone, trained_adapter):
+    source, ctx, neg = latent(1), text(0), torch.zeros(1, 2, 32)
+    with TwoStreamRunner(tiny_backbone, trained_adapter) as runner, torch.no_grad():
+        both = runner.source(source.repeat(2, 1, 1, 1, 1), pad_contexts(ctx, neg))
+        once = runner.source(source, ctx, branches=2)
+        x, t = latent(5, batch=2), torch.full((2,), 400.0)
+        contexts = pad_contexts(ctx, neg)
+        separate, shared = runner(x, t, contexts, both).velocity, runner(x, t, contexts, once).velocity
+        assert once.cache_bytes() * 2 == both.cache_bytes()
+        torch.testing.assert_close(shared[:1], separate[:1])  # the conditional branch sees the same source
+        assert not torch.allclose(shared[1:], separate[1:])   # the unconditional one sees it with the instruction
+        with_instruction = runner.source(source.repeat(2, 1, 1, 1, 1), pad_contexts(ctx, ctx))
+        torch.testing.assert_close(shared, runner(x, t, contexts, with_instruction).velocity)
+        request = dict(source=source, context=ctx, negative_context=neg, config=SamplerConfig(steps=2, cfg=1.0))
+        assert torch.equal(edit_latent(runner, EditRequest(**request)).latent,
+                           edit_latent(runner, EditRequest(**request, share_source=True)).latent)  # one branch

@@ -1,5 +1,5 @@
-"""The ToyWorld measurements (long videos, masks, keyframe tuning, strength, text-to-video, zero start) in their
-quick modes.
+"""The ToyWorld measurements (long videos, masks, keyframe tuning, strength, text-to-video, zero start,
+shared source encoding) in their quick modes.
 
 Each runs end to end on the shipped models with few videos and steps, prints its tables and writes nothing: the
 stored results and the report must be left exactly as they were.
@@ -29,6 +29,7 @@ def digest(paths: list[Path]) -> list[str]:
     ("strength", ["| ours | none | 0.250 |", "perspective"]),
     ("generation", ['"present"', '"acceleration_vs_truth"']),
     ("zero_start", ["'zero, 3 keyframes, lr 1e-3'", "'untuned_trained_psnr'"]),
+    ("shared_source", ["| one per branch |", "| shared |"]),
 ])
 def test_quick_measurement_runs_and_writes_nothing(module, expected):
     before = digest(STORED)

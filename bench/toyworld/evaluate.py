@@ -104,11 +104,11 @@ class SystemOutput:
 
 
 def run_adapter(models: ToyModels, adapter, batch: Batch, cfg: EvalConfig, *, cache: str = "device",
-                backbone=None) -> SystemOutput:
+                backbone=None, share_source: bool = False) -> SystemOutput:
     with TwoStreamRunner(backbone or models.backbone, adapter) as runner:
         out = edit_latent(runner, EditRequest(source=batch.source, context=batch.instruction,
                                               negative_context=batch.empty, config=cfg.sampler(), cache=cache,
-                                              return_gate=True))
+                                              return_gate=True, share_source=share_source))
     return SystemOutput(frames=decode(out.latent), gate=out.gate, latent=out.latent)
 
 

@@ -220,14 +220,20 @@ class GuidanceBatch:
 
 def guided_velocity(runner: TwoStreamRunner, source_latent: torch.Tensor, context: torch.Tensor,
                     negative_context: torch.Tensor | None, *, cfg: float, cache: CachePlacement,
-                    recorder: GateRecorder | None, shared: torch.Tensor | None = None) -> VelocityFn:
+                    recorder: GateRecorder | None, shared: torch.Tensor | None = None,
+                    share_source: bool = False) -> VelocityFn:
     """The velocity function of an edit: conditional and unconditional branches batched in one forward.
 
     ``shared``: edited keyframes (B, C, K, H, W) whose adapter keys/values every frame also attends to.
+    ``share_source``: encode the source once, with the instruction, for both branches (else once per branch,
+    each with its own text).
     """
     batch = GuidanceBatch.build(context, negative_context, cfg)
-    repeat = (lambda t: None if t is None else t.repeat(batch.branches, 1, 1, 1, 1))
-    source = runner.source(repeat(source_latent), batch.contexts, placement=cache, shared=repeat(shared))
+    if share_source:
+        source = runner.source(source_latent, context, placement=cache, shared=shared, branches=batch.branches)
+    else:
+        repeat = (lambda t: None if t is None else t.repeat(batch.branches, 1, 1, 1, 1))
+        source = runner.source(repeat(source_latent), batch.contexts, placement=cache, shared=repeat(shared))
 
     def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = runner(x, t, batch.contexts, source, return_gates=recorder is not None)
@@ -302,6 +308,7 @@ class EditRequest:
     cache: CachePlacement = "device"
     noise: torch.Tensor | None = None           # (B, C, F, H, W); default: seeded by config.seed
     return_gate: bool = False                   # also average the conditional branch's gate maps
+    share_source: bool = False                  # one source encoding (with the instruction) for both branches
 
     def feature(self, kind: type) -> object | None:
         """The one feature of this kind, or None; two of a kind is an error."""
@@ -320,7 +327,8 @@ def edit_latent(runner: TwoStreamRunner, request: EditRequest, *, callback: Call
     shared, start = request.feature(SharedKeyframes), request.feature(StartLatent)
     recorder = GateRecorder(batch=request.source.shape[0]) if request.return_gate else None
     fn = guided_velocity(runner, request.source, request.context, request.negative_context, cfg=request.config.cfg,
-                         cache=request.cache, recorder=recorder, shared=shared.latent if shared else None)
+                         cache=request.cache, recorder=recorder, shared=shared.latent if shared else None,
+                         share_source=request.share_source)
     latent = sample_from(fn, request.source, request.config, noise=request.noise, step_hooks=request.step_hooks(),
                          callback=callback, cancel=cancel, start=start.latent if start else None)
     return EditResult(latent=latent, gate=recorder.result() if recorder else None)

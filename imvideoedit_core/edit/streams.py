@@ -36,10 +36,15 @@ class SourceStream:
 
     shared: an optional clean latent (B, C, K, H, W) of already edited keyframes; its keys/values are appended to
     every frame's, so PU-SDA of every frame also attends to the edited keyframes (keyframe attention sharing).
+
+    branches: how many guidance branches read these features (the target batch is ``branches`` x B, branch-major);
+    the source is encoded once, with ``context``, and the same features serve every branch (half the cache and
+    half the encoding of one encoding per branch).
     """
 
     def __init__(self, runner: "TwoStreamRunner", latent: torch.Tensor, context: torch.Tensor,
-                 placement: CachePlacement = "device", frame_offset: int = 0, shared: torch.Tensor | None = None):
+                 placement: CachePlacement = "device", frame_offset: int = 0, shared: torch.Tensor | None = None,
+                 branches: int = 1):
         if placement not in CACHE_PLACEMENTS:
             raise ValueError(f"unknown source cache placement {placement!r}; choose one of {CACHE_PLACEMENTS}")
         if shared is not None and (shared.shape[:2] != latent.shape[:2] or shared.shape[3:] != latent.shape[3:]):
@@ -51,6 +56,7 @@ class SourceStream:
         self.placement = placement
         self.frame_offset = frame_offset  # temporal RoPE position of the first frame (the target uses the same)
         self.shared = shared        # (B, C, K, H, W) or None
+        self.branches = branches
         self.grid: tuple[int, int, int] | None = None
         self._cache: dict[int, SourceKV] | None = None
         self._prefetched: dict[int, SourceKV] = {}
@@ -82,12 +88,12 @@ class SourceStream:
         if self._cache is None:
             raise RuntimeError("SourceStream.begin_step() must run before the blocks read the source")
         if self.placement != "cpu":
-            return self._cache[block]
+            return self._cache[block].repeat_batch(self.branches)
         kv = self._prefetched.pop(block, None) or self._cache[block].to(device, non_blocking=True)
         later = [i for i in self._cache if i > block]
         if later:  # start copying the next block's features while this block computes
             self._prefetched[later[0]] = self._cache[later[0]].to(device, non_blocking=True)
-        return kv
+        return kv.repeat_batch(self.branches)
 
     def cache_bytes(self) -> int:
         if self._cache is None:
@@ -171,8 +177,8 @@ class TwoStreamRunner:
     # -- the two streams --
 
     def source(self, latent: torch.Tensor, context: torch.Tensor, *, placement: CachePlacement = "device",
-               frame_offset: int = 0, shared: torch.Tensor | None = None) -> SourceStream:
-        return SourceStream(self, latent, context, placement, frame_offset, shared)
+               frame_offset: int = 0, shared: torch.Tensor | None = None, branches: int = 1) -> SourceStream:
+        return SourceStream(self, latent, context, placement, frame_offset, shared, branches)
 
     def encode_source(self, latent: torch.Tensor, context: torch.Tensor, *,
                       store: Callable[[SourceKV], SourceKV] | None = None, frame_offset: int = 0
@@ -203,9 +209,9 @@ class TwoStreamRunner:
         ``return_gates``: each adapted block's gate maps too; ``gate_grad``: still attached to the graph."""
         if not self.attached:
             raise RuntimeError("attach() the runner (or use it as a context manager) before calling it")
-        if source.latent.shape[0] != x.shape[0] or source.latent.shape[2:] != x.shape[2:]:
-            raise ValueError(f"source latent {tuple(source.latent.shape)} does not match target "
-                             f"{tuple(x.shape)} (batch, frames, height and width must agree)")
+        if source.latent.shape[0] * source.branches != x.shape[0] or source.latent.shape[2:] != x.shape[2:]:
+            raise ValueError(f"source latent {tuple(source.latent.shape)} ({source.branches} branch(es)) does not "
+                             f"match target {tuple(x.shape)} (batch, frames, height and width must agree)")
         source.begin_step()
         active = _Active(source=source, strength=self.strength, record_gates=return_gates, gate_grad=gate_grad)
         try:

@@ -59,6 +59,12 @@ class SourceKV:
     def pin_memory(self) -> "SourceKV":
         return SourceKV(self.k.pin_memory(), self.v.pin_memory())
 
+    def repeat_batch(self, times: int) -> "SourceKV":
+        """(B*F, L, I) -> (times*B*F, L, I): the same features for each guidance branch (branch-major batches)."""
+        if times == 1:
+            return self
+        return SourceKV(self.k.repeat(times, 1, 1), self.v.repeat(times, 1, 1))
+
     def with_shared(self, shared: "SourceKV", *, batch: int) -> "SourceKV":
         """Every frame's keys/values followed by all of ``shared``'s (keyframe attention sharing).
 
