@@ -13,7 +13,7 @@ from comfy_api.latest import io
 
 from ..imvideoedit_core.model.adapter_file import AdapterFileInfo, read_adapter_info, save_adapter
 from ..imvideoedit_core.train.keyframe_tuning import (KeyframeTuning, TuneResult, check_keyframes, start_defaults,
-                                                tune_on_keyframe, zero_start_adapter)
+                                                      tune_on_keyframe, zero_start_adapter)
 from ..imvideoedit_core.train.trainer import TrainingCancelled
 from .adapter_nodes import Adapter
 from .catalog import CATEGORY, NODE_IDS

@@ -12,7 +12,7 @@ from tiny import randomize
 from imvideoedit_core.model import adapter_file
 from imvideoedit_core.model.adapter import build_adapter
 from imvideoedit_core.model.adapter_file import (AdapterFileError, check_compatible, load_adapter, read_adapter_info,
-                                           save_adapter)
+                                                 save_adapter)
 from imvideoedit_core.model.config import AdapterConfig, adapter_preset, backbone_preset
 
 

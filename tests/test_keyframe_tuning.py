@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from imvideoedit_core.model.config import adapter_config_for, adapter_preset
-from imvideoedit_core.train.keyframe_tuning import (TRAINED_START, ZERO_START, AffineLimits, AffineParams, KeyframePairs,
-                                              KeyframeTuning, augment_pair, check_keyframes, draw_affine,
-                                              start_defaults, tune_on_keyframe, affine_warp, zero_start_adapter)
+from imvideoedit_core.train.keyframe_tuning import (TRAINED_START, ZERO_START, AffineLimits, AffineParams,
+                                                    KeyframePairs, KeyframeTuning, affine_warp, augment_pair,
+                                                    check_keyframes, draw_affine, start_defaults, tune_on_keyframe,
+                                                    zero_start_adapter)
 from bench.standins import ByteTextEncoder, PatchCodec
 from imvideoedit_core.edit.streams import TwoStreamRunner
 from imvideoedit_core.train.trainer import FlowMatchingLoss, LatentBatch, TrainingCancelled

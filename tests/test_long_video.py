@@ -7,7 +7,7 @@ import torch
 
 from imvideoedit_core.model.adapter import SourceKV
 from imvideoedit_core.edit.long_video import (LongEditStats, WindowConfig, WindowJob, edit_long_video, edit_video_file,
-                                         keyframe_indices, overlap_ramp, plan_windows, runner_window_editor)
+                                              keyframe_indices, overlap_ramp, plan_windows, runner_window_editor)
 from imvideoedit_core.edit.sampling import EditRequest, SamplerConfig, SharedKeyframes, edit_latent
 from bench.standins import PatchCodec
 from imvideoedit_core.edit.streams import TwoStreamRunner

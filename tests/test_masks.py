@@ -7,7 +7,7 @@ import torch
 
 from tiny import latent, text
 from imvideoedit_core.edit.masks import (MaskBoundary, band_radius, edit_weight, gate_latent_mask, keep_schedule,
-                                    latent_mask, mask_hook, masked_edit, soft_dilate, step_index)
+                                         latent_mask, mask_hook, masked_edit, soft_dilate, step_index)
 from imvideoedit_core.edit.sampling import EditRequest, SamplerConfig, edit_latent, flow_sigmas
 from imvideoedit_core.edit.streams import TwoStreamRunner
 

@@ -17,7 +17,7 @@ from imvideoedit_core.train import pair_scan
 from imvideoedit_core.train.pair_batches import batch_indices, collate
 from imvideoedit_core.train.pair_dataset import ImagePair, PairDataset, validate_size
 from imvideoedit_core.train.pair_scan import (MAX_LISTED_PROBLEMS, PairDatasetError, PairEntry, PairProblem, read_image,
-                                             read_image_size, scan_pairs)
+                                              read_image_size, scan_pairs)
 
 RED_BGR = (0, 0, 255)
 GREEN_BGR = (0, 255, 0)

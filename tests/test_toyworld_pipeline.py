@@ -15,8 +15,8 @@ from bench.toyworld.pipeline import run
 from bench.toyworld.pretrain import STATE_FILE, PretrainConfig, pretrain
 from bench.toyworld.train_adapter import VARIANTS
 
-SYSTEMS = {"ours", "per_frame", "regenerate_0.5", "regenerate_0.75", "oracle", "no_gate", "blind_gate", "unfrozen", "ours_time_offset",
-           "gate_loss", "ffn_lora"}
+SYSTEMS = {"ours", "per_frame", "regenerate_0.5", "regenerate_0.75", "oracle", "no_gate", "blind_gate", "unfrozen",
+           "ours_time_offset", "gate_loss", "ffn_lora"}
 
 
 def test_quick_pipeline_runs_every_stage(tmp_path):

@@ -21,7 +21,7 @@ from imvideoedit_core.edit.sampling import EditRequest, SamplerConfig, edit_late
 from bench.standins import ByteTextEncoder, PatchCodec
 from imvideoedit_core.edit.streams import TwoStreamRunner
 from imvideoedit_core.train.trainer import (EncodedPairs, FlowMatchingLoss, LatentBatch, TrainConfig,
-                                       TrainingCancelled, difference_mask, state_path, train_adapter)
+                                            TrainingCancelled, difference_mask, state_path, train_adapter)
 
 
 def eval_loss(runner: TwoStreamRunner, data: ReconstructionPairs) -> float:

@@ -30,7 +30,7 @@ import torch
 
 from imvideoedit_core.model.adapter_file import load_adapter
 from imvideoedit_core.edit.long_video import (WindowConfig, edit_long_video, edit_video_file, keyframe_indices,
-                                         plan_windows, runner_window_editor)
+                                              plan_windows, runner_window_editor)
 from imvideoedit_core.edit.sampling import EditRequest, edit_latent
 from imvideoedit_core.edit.streams import TwoStreamRunner
 from imvideoedit_core.io.video import read_video, write_video

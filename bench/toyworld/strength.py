@@ -57,7 +57,8 @@ def run_ours(models: ToyModels, adapter, batch: Batch, cfg: EvalConfig, strength
 
 def run_degrade_then_regenerate(models: ToyModels, batch: Batch, cfg: EvalConfig, strength: float,
             start: torch.Tensor | None) -> torch.Tensor:
-    """evaluate.run_degrade_then_regenerate with a start latent: plain backbone, target caption, from the (degraded) source."""
+    """evaluate.run_degrade_then_regenerate with a start latent: plain backbone, target caption, from the
+    (degraded) source."""
     fn = backbone_velocity(models.backbone, batch.caption, batch.empty, cfg=cfg.cfg)
     return decode(sample_from(fn, batch.source, cfg.sampler(strength), start=start))
 
@@ -157,8 +158,8 @@ def report(results: dict) -> str:
     return f"""## Strength, degraded starts and image animation (Dreamix)
 
 {results['videos']} held-out clips ({results['per_kind']} per edit type, {results['frames']} frames), seed 0,
-{results['steps']} Euler steps, cfg 3, shift 2. **ours**: the main adapter with the instruction; **regenerate**: the plain
-backbone with the target caption (degrade-then-regenerate). Both start from the source noised to the strength
+{results['steps']} Euler steps, cfg 3, shift 2. **ours**: the main adapter with the instruction; **regenerate**: the
+plain backbone with the target caption (degrade-then-regenerate). Both start from the source noised to the strength
 (`start none`) or from a degraded source (`s2t2`: spatial 2x area-down/bilinear-up and every 2nd frame kept,
 linear fill; for ours the adapter's source stream still sees the clean source). At strength 1 the start is pure
 noise, so degraded starts are measured below 1 only. Fidelity: psnr_source_outside (dB, higher is better),

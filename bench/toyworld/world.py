@@ -634,7 +634,8 @@ def write_image_pairs(
     edit_kinds: Sequence[str] = EDIT_KINDS,
 ) -> list[str]:
     """Write image_pair(seed) for every seed as NAME_src.png, NAME_tgt.png and NAME.txt (the instruction) in
-    ``folder``, the layout imvideoedit_core.train.pair_scan reads; returns the NAMEs in order. Use split_seeds("train", ...)
+    ``folder``, the layout imvideoedit_core.train.pair_scan reads; returns the NAMEs in order. Use
+    split_seeds("train", ...)
     for training data."""
     seeds = [_check_seed(seed) for seed in seeds]
     if not seeds:

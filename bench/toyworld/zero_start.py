@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from imvideoedit_core.model.adapter_file import load_adapter
-from imvideoedit_core.train.keyframe_tuning import (TRAINED_START, ZERO_START, KeyframePairs, KeyframeTuning, copy_adapter,
-                                              zero_start_adapter)
+from imvideoedit_core.train.keyframe_tuning import (TRAINED_START, ZERO_START, KeyframePairs, KeyframeTuning,
+                                                    copy_adapter, zero_start_adapter)
 from imvideoedit_core.edit.streams import TwoStreamRunner
 from imvideoedit_core.train.trainer import EncodedPairs, train_adapter
 

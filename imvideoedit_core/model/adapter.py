@@ -143,7 +143,8 @@ class SpatialDifferenceAttention(nn.Module):
         gate = self._gate(n, text.to(n.dtype).repeat_interleave(f, 0),
                           time_feat.to(n.dtype).repeat_interleave(f, 0))      # (B*F, H*W, 1)
         delta = unfold_frames(self.o((1 - gate) * difference), b)            # (B, F*H*W, D)
-        return BlockStep(tokens=x + (strength * delta).to(x.dtype), gate=rearrange(gate, "(b f) (h w) 1 -> b f h w", b=b, h=h))
+        gate_map = rearrange(gate, "(b f) (h w) 1 -> b f h w", b=b, h=h)                # (B, F, H, W)
+        return BlockStep(tokens=x + (strength * delta).to(x.dtype), gate=gate_map)
 
 
     def _gate(self, n: torch.Tensor, text: torch.Tensor, time_feat: torch.Tensor) -> torch.Tensor:

@@ -111,7 +111,8 @@ def test_twenty_queued_edits_with_one_cancelled_leave_no_trace(tmp_path_factory,
         ids = []
         for i in range(EDITS):  # each a new seed, so ComfyUI's cache never skips the sampler
             steps = 200 if i == CANCELLED else 3
-            ids.append(_call(url, "/prompt", {"prompt": _prompt(seed=i, steps=steps), "client_id": client})["prompt_id"])
+            queued = _call(url, "/prompt", {"prompt": _prompt(seed=i, steps=steps), "client_id": client})
+            ids.append(queued["prompt_id"])
             if i == 0:
                 _wait(lambda: history(ids[0]), timeout=120, what="the first edit")
                 first_rss = _rss(server["pid"])
