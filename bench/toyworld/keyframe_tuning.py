@@ -13,7 +13,6 @@ with frame 0 pinned to the edited keyframe while sampling (first-frame guidance 
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass, replace
 
@@ -28,7 +27,7 @@ from imvideoedit_core.edit.streams import TwoStreamRunner
 from . import world
 from .evaluate import EvalConfig, decode, eval_examples, make_batch, score
 from .models import ADAPTER_FILE, CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
-from .report import markdown_rows, save_feature_results, write_feature_section
+from .report import markdown_rows, publish, quick_flag
 
 NAME = "keyframe_tuning"
 NOVEL_KINDS = ("pink", "darker", "swap_rb")
@@ -224,20 +223,13 @@ def reading(results: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 video per kind, 10 tuning steps")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    if args.quick:
+    quick = quick_flag(__doc__, "smoke run: 1 video per kind, 10 tuning steps")
+    if quick:
         results = measure(per_kind=1, known=1, tuning=KeyframeTuning(steps=10), cfg=EvalConfig(steps=4))
     else:
         results = measure(per_kind=3, known=2, tuning=KeyframeTuning(), cfg=EvalConfig())
-    command = "nice -n 5 python -m bench.toyworld.keyframe_tuning"
-    text = markdown(results, command=command)
-    print(text)
-    if not args.quick:
-        save_feature_results(NAME, results)
-        write_feature_section(NAME, text)
+    publish(NAME, results, markdown(results, command="nice -n 5 python -m bench.toyworld.keyframe_tuning"),
+            write=not quick)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,25 @@ def write_feature_section(name: str, markdown: str, *, path: Path = REPORT) -> N
         _write(path, text)
 
 
+def quick_flag(doc: str, help_text: str) -> bool:
+    """Parse a measurement's command line (only ``--quick``) and pin it to one thread; True for a smoke run."""
+    import argparse
+    import torch
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=help_text)
+    quick = parser.parse_args().quick
+    torch.set_num_threads(1)
+    return quick
+
+
+def publish(name: str, results: dict, markdown: str, *, write: bool) -> None:
+    """Print a measurement's section; with ``write``, store it in results.json and the report too."""
+    print(markdown)
+    if write:
+        save_feature_results(name, results)
+        write_feature_section(name, markdown)
+
+
 def markdown_rows(header: list[str], rows: list[list]) -> str:
     """A markdown table; floats with 3 decimals, None as '-'."""
     def cell(v) -> str:

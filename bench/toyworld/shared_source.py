@@ -11,7 +11,6 @@ main evaluation's "ours"; scored by the same metrics and judge.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -22,7 +21,7 @@ from imvideoedit_core.model.adapter_file import load_adapter
 from . import world
 from .evaluate import EvalConfig, eval_examples, make_batch, run_adapter, score
 from .models import ADAPTER_FILE, MODELS_DIR, load_models
-from .report import markdown_rows, save_feature_results, write_feature_section
+from .report import markdown_rows, publish, quick_flag
 
 NAME = "shared_source"
 METRICS = ("psnr_target", "success", "warp_error", "adherence", "temporal", "fidelity", "preservation")
@@ -70,17 +69,9 @@ def markdown(results: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1 example per kind, 2 steps, nothing written")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    cfg = EvalConfig(per_kind=1, steps=2) if args.quick else EvalConfig()
-    results = measure(cfg)
-    text = markdown(results)
-    print(text)
-    if not args.quick:
-        save_feature_results(NAME, results)
-        write_feature_section(NAME, text)
+    quick = quick_flag(__doc__, "1 example per kind, 2 steps, nothing written")
+    results = measure(EvalConfig(per_kind=1, steps=2) if quick else EvalConfig())
+    publish(NAME, results, markdown(results), write=not quick)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,10 @@ PSNR against the exact ground truth; 20 Euler steps, cfg 3, as the main evaluati
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
 
 from imvideoedit_core.model.adapter_file import load_adapter
 from imvideoedit_core.train.keyframe_tuning import (TRAINED_START, ZERO_START, KeyframePairs, KeyframeTuning,
@@ -28,7 +26,7 @@ from imvideoedit_core.train.trainer import EncodedPairs, train_adapter
 from .evaluate import EvalConfig, score
 from .keyframe_tuning import KNOWN_KIND, NOVEL_KINDS, Example, edit_video, examples
 from .models import ADAPTER_FILE, CODEC, MODELS_DIR, ToyModels, load_models
-from .report import markdown_rows, save_feature_results, write_feature_section
+from .report import markdown_rows, publish, quick_flag
 
 NAME = "zero_start"
 SCORED_FRAMES = (1, 2, 3, 5, 6)
@@ -146,20 +144,12 @@ def reading(results: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 clip, a few steps, nothing written")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    if args.quick:
+    if quick_flag(__doc__, "smoke run: 1 clip per edit, a few steps, nothing written"):
         recipes = tuple(replace(r, checkpoints=(2, 4) if len(r.checkpoints) > 1 else (4,)) for r in RECIPES)
-        results = measure(per_kind=1, recipes=recipes, cfg=EvalConfig(steps=2))
-        print(results)
+        print(measure(per_kind=1, recipes=recipes, cfg=EvalConfig(steps=2)))
         return
     results = measure(per_kind=2, recipes=RECIPES, cfg=EvalConfig())
-    text = markdown(results, command="python -m bench.toyworld.zero_start")
-    print(text)
-    save_feature_results(NAME, results)
-    write_feature_section(NAME, text)
+    publish(NAME, results, markdown(results, command="python -m bench.toyworld.zero_start"), write=True)
 
 
 if __name__ == "__main__":

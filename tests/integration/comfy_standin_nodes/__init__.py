@@ -9,30 +9,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 from comfy_standins import StandInCLIP, StandInCodecVAE  # noqa: E402
 
 
-class StandInCLIPLoader:
-    RETURN_TYPES = ("CLIP",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
+def _loader(kind: str, make):
+    """A loader node with no inputs that returns ``make()`` as a ``kind`` socket."""
+    class StandInLoader:
+        RETURN_TYPES = (kind,)
+        FUNCTION = "load"
+        CATEGORY = "testing"
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {}}
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {}}
 
-    def load(self):
-        return (StandInCLIP(),)
-
-
-class StandInVAELoader:
-    RETURN_TYPES = ("VAE",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {}}
-
-    def load(self):
-        return (StandInCodecVAE(),)
+        def load(self):
+            return (make(),)
+    return StandInLoader
 
 
-NODE_CLASS_MAPPINGS = {"IMVETestStandInCLIP": StandInCLIPLoader, "IMVETestStandInVAE": StandInVAELoader}
+NODE_CLASS_MAPPINGS = {"IMVETestStandInCLIP": _loader("CLIP", StandInCLIP),
+                       "IMVETestStandInVAE": _loader("VAE", StandInCodecVAE)}
