@@ -34,9 +34,10 @@ GOALS = {"present": (">=", 0.95), "shape": (">=", 0.90), "stability_vs_truth": (
          "acceleration_vs_truth": ("<=", 2.0), "background": ("<=", 0.03)}
 
 
-def held_out_scenes(count: int, *, frames: int) -> list[world.Scene]:
+def held_out_scenes(count: int, *, frames: int, max_objects: int = world.MAX_OBJECTS) -> list[world.Scene]:
     seeds = world.split_seeds("eval", count=count, start=SEED_START)
-    return [world.random_scene(np.random.default_rng(s), size=FRAME_SIZE, frames=frames) for s in seeds]
+    return [world.random_scene(np.random.default_rng(s), size=FRAME_SIZE, frames=frames, max_objects=max_objects)
+            for s in seeds]
 
 
 def sample_videos(models, captions: list[str], cfg: EvalConfig, *, start: torch.Tensor,
@@ -67,11 +68,11 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def measure(models_dir: Path, *, count: int, cfg: EvalConfig, batch: int = 8,
-            from_truth: tuple[float, ...] = FROM_TRUTH) -> dict:
+            from_truth: tuple[float, ...] = FROM_TRUTH, max_objects: int = world.MAX_OBJECTS) -> dict:
     """Judge text-to-video samples; ``from_truth``: also finish the ground truth noised to these strengths, which
     tells the layout a model must invent (high noise) from the denoising it must get right (low noise)."""
     models = load_models(models_dir)
-    scenes = held_out_scenes(count, frames=cfg.frames)
+    scenes = held_out_scenes(count, frames=cfg.frames, max_objects=max_objects)
     sampled, truth, sheets = judge.GenerationStats(), judge.GenerationStats(), []
     finished = {(s, alone): judge.GenerationStats() for s in from_truth for alone in (False, True)}
     start = time.perf_counter()
@@ -141,12 +142,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=EvalConfig.steps)
     parser.add_argument("--no-write", action="store_true", help="print only; leave results.json and docs alone")
     parser.add_argument("--sheet", type=Path, default=None, help="write the contact sheet here")
+    parser.add_argument("--max-objects", type=int, default=world.MAX_OBJECTS,
+                        help="captions of scenes with at most this many objects (with --no-write: a diagnostic)")
     parser.add_argument("--quick", action="store_true", help="2 captions, 2 steps, nothing written")
     args = parser.parse_args()
+    if args.max_objects != world.MAX_OBJECTS and not (args.no_write or args.quick):
+        parser.error("--max-objects is a diagnostic of a simpler world: add --no-write")
     torch.set_num_threads(2)
     cfg = EvalConfig(steps=2 if args.quick else args.steps)
     results = measure(args.models, count=2 if args.quick else args.count, cfg=cfg,
-                      from_truth=(0.5,) if args.quick else FROM_TRUTH)
+                      from_truth=(0.5,) if args.quick else FROM_TRUTH, max_objects=args.max_objects)
     rows = results.pop("sheet_rows")
     if args.sheet:
         write_sheet(rows, args.sheet)

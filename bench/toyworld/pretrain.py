@@ -65,6 +65,7 @@ class PretrainConfig:
     warmup: int = 200
     ema_decay: float = 0.0         # 0: the files hold the raw weights
     seed: int = 0
+    max_objects: int = world.MAX_OBJECTS  # fewer: a simpler world (a diagnostic of what the compute can learn)
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up, then a cosine decay from lr to min_lr at the last step."""
@@ -87,9 +88,9 @@ def train_seed(seed: int, step: int, index: int) -> int:
     return candidate
 
 
-def training_scene(scene_seed: int, *, frames: int) -> world.Scene:
+def training_scene(scene_seed: int, *, frames: int, max_objects: int = world.MAX_OBJECTS) -> world.Scene:
     rng = np.random.default_rng(scene_seed)
-    scene = world.random_scene(rng, size=FRAME_SIZE, frames=frames)
+    scene = world.random_scene(rng, size=FRAME_SIZE, frames=frames, max_objects=max_objects)
     if rng.random() < STYLE_SHARE:
         style = world.STYLES[int(rng.integers(len(world.STYLES)))]
         scene = world.apply_edit(scene, world.make_edit(scene, kind="style", value=style))
@@ -100,7 +101,8 @@ def batch(cfg: PretrainConfig, step: int) -> tuple[torch.Tensor, list[str]]:
     """Latents (B, 16, T, 16, 16) and captions for one step: videos on even steps, single frames on odd ones."""
     video = step % 2 == 0
     size, frames = (cfg.video_batch, cfg.frames) if video else (cfg.image_batch, 1)
-    scenes = [training_scene(train_seed(cfg.seed, step, i), frames=frames) for i in range(size)]
+    scenes = [training_scene(train_seed(cfg.seed, step, i), frames=frames, max_objects=cfg.max_objects)
+              for i in range(size)]
     latents = torch.cat([CODEC.encode(world.render(s).frames) for s in scenes])
     drop = np.random.default_rng([cfg.seed, step, 99]).random(size) < CAPTION_DROPOUT
     captions = ["" if d else world.caption(s) for s, d in zip(scenes, drop)]
@@ -145,7 +147,10 @@ class _StateConfig:
     backbone: BackboneConfig
 
     def as_dict(self) -> dict:  # dataclasses.asdict of this would nest the backbone's own fields
-        return {**dataclasses.asdict(self.run), "backbone": json.loads(self.backbone.to_json())}
+        run = dataclasses.asdict(self.run)
+        if run["max_objects"] == world.MAX_OBJECTS:  # the full world: states saved before the option still resume
+            del run["max_objects"]
+        return {**run, "backbone": json.loads(self.backbone.to_json())}
 
 
 def pretrain(cfg: PretrainConfig, out: Path, *, minutes: float = math.inf, save_every: int = 500,
@@ -218,6 +223,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--wide", action="store_true", help="the 4x larger recipe (toy-256, EMA, cosine decay)")
     parser.add_argument("--long", action="store_true", help="the shipped preset for 16000 steps, EMA, cosine decay")
+    parser.add_argument("--max-objects", type=int, default=world.MAX_OBJECTS,
+                        help="train on scenes of at most this many objects (a diagnostic; the world has 3)")
     parser.add_argument("--quick", action="store_true", help="a few steps on small batches (CI smoke run)")
     args = parser.parse_args()
     if args.wide or args.long:
@@ -226,6 +233,7 @@ def main() -> None:
         cfg = PretrainConfig(steps=args.steps, seed=args.seed)
     if args.quick:
         cfg = PretrainConfig(steps=min(args.steps, 20), video_batch=2, image_batch=4, warmup=5, seed=args.seed)
+    cfg = dataclasses.replace(cfg, max_objects=args.max_objects)
     torch.set_num_threads(2)
     print(json.dumps(pretrain(cfg, args.out, minutes=args.minutes, save_every=args.save_every)))
 
