@@ -128,11 +128,12 @@ class GateMask(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, samples: dict) -> io.NodeOutput:
-        gate = find_wrapper(model).gate_log.mean()
+        gate = find_wrapper(model).gates.mean()
         if gate is None:
             raise ValueError("no edit has been sampled with this MODEL yet: connect the sampler's LATENT output "
                              "to 'samples' so the gate is read after sampling")
         _, _, frames, h, w = samples["samples"].shape
+        gate = gate[0]                                                   # (F', h', w'): one map per latent frame
         if gate.shape[0] != frames:
             raise ValueError(f"the last edit had {gate.shape[0]} latent frames, 'samples' has {frames}: connect "
                              "the LATENT that this MODEL sampled")

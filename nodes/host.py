@@ -1,19 +1,25 @@
-"""ComfyUI host glue: attach the ImVideoEdit adapter to ComfyUI's own Wan model (``comfy.ldm.wan.model.WanModel``).
+"""ComfyUI host glue: bind the core's two-stream runtime to ComfyUI's own Wan model (``comfy.ldm.wan.model.WanModel``).
 
-How it plugs in (facts checked on ComfyUI 0.3.64 and the 2026-08 main branch):
+How it plugs in (facts checked on the 2026-08 main branch; the lowest version is in pyproject.toml):
 - one block-replace patch per adapted block (``patches_replace["dit"][("double_block", i)]``): it runs the frozen
-  block, then PU-SDA on the block's output, or, while the source stream runs, records the source's keys/values;
+  block, then hands its output to the core's ``AdaptedCall`` (PU-SDA, or recording the source's keys/values);
 - one ``DIFFUSION_MODEL`` wrapper: it finds the source latent among the model inputs (``imve_source``, a
   ``CONDRegular`` that Edit Conditioning puts on both conditionings, so ComfyUI batches it per cond/uncond and
   slices it per context window), runs the source stream once per run, window and cond (timestep 0, through the
-  unwrapped forward) and hands the cache to the block patches in ``transformer_options``;
+  unwrapped forward) into a core ``SourceCache`` and hands an ``AdaptedCall`` to the block patches in
+  ``transformer_options``. The token grid comes from the latent's shape, the gate's length from the frames seen;
 - the adapter module lives in its own ``ModelPatcher``, returned by the patches' ``models()``, so ComfyUI's memory
-  manager loads and offloads it together with the backbone.
+  manager loads and offloads it together with the backbone;
+- training and tuning (``ComfyAdaptedModel``) call the patched model's own ``apply_model`` with gradients on, under
+  ComfyUI's ``in_training`` switch (differentiable kernels), so no second backbone is built.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -21,16 +27,26 @@ import comfy.model_management
 import comfy.model_patcher
 import comfy.patcher_extension
 
-from ..imvideoedit_core.model.adapter import ImVideoEditAdapter, SourceKV
+from ..imvideoedit_core.model.adapter import ImVideoEditAdapter
 from ..imvideoedit_core.model.adapter_file import AdapterFileInfo, check_compatible
 from ..imvideoedit_core.model.config import BackboneConfig
-from ..imvideoedit_core.edit.streams import CACHE_PLACEMENTS
+from ..imvideoedit_core.edit.streams import (AdaptedCall, GateAverage, SourceCache, StreamOutput, check_placement,
+                                             mean_over_blocks, token_grid)
 
 STATE_KEY = "imvideoedit"        # transformer_options key of the per-call state
 CACHE_OPTION = "imvideoedit_cache"  # transformer_options key a sampler may set to override the cache placement
 SOURCE_COND = "imve_source"      # model_conds key of the source latent
 SHARED_OPTION = "imvideoedit_shared"  # transformer_options key: edited keyframes (1, C, K, h, w) PU-SDA also sees
 WRAPPER_KEY = "imvideoedit"
+TRAINING_OPTION = "imvideoedit_training"  # transformer_options key of a training forward (TrainingForward)
+
+
+@dataclass
+class TrainingForward:
+    """Set by the training binding on one forward: the wrapper hands back the gates (in the graph on request)."""
+
+    gate_grad: bool = False
+    gates: dict[int, torch.Tensor] | None = None
 
 
 @dataclass
@@ -46,20 +62,6 @@ class AdapterHolder:
         patcher = comfy.model_patcher.ModelPatcher(adapter, load_device=comfy.model_management.get_torch_device(),
                                                    offload_device=comfy.model_management.unet_offload_device())
         return cls(adapter=adapter, info=info, patcher=patcher)
-
-
-@dataclass
-class _CallState:
-    """One forward of the diffusion model, read by the block patches."""
-
-    recording: bool                                   # True while the source stream runs
-    features: dict[int, SourceKV] = field(default_factory=dict)
-    to_host: bool = False                             # recording: move each block's features to the CPU at once
-    timestep: torch.Tensor | None = None              # (B,) raw timesteps in [0, 1000]
-    strength: float = 1.0
-    gates: dict[int, torch.Tensor] = field(default_factory=dict)
-    text: torch.Tensor | None = None
-    time_feat: torch.Tensor | None = None
 
 
 def wan_backbone_config(diffusion_model: torch.nn.Module) -> BackboneConfig:
@@ -79,32 +81,27 @@ def wan_backbone_config(diffusion_model: torch.nn.Module) -> BackboneConfig:
 
 
 class BlockPatch:
-    """Replaces block ``index``: the frozen block, then PU-SDA (or, for the source stream, recording)."""
+    """Replaces block ``index``: the frozen block, then the core's AdaptedCall (PU-SDA, or source recording).
 
-    def __init__(self, index: int, holder: AdapterHolder):
+    ``checkpoint``: while gradients are on (training), the frozen block keeps no activations for backward and is
+    recomputed there instead (gradient checkpointing: less memory, one more block forward per step)."""
+
+    def __init__(self, index: int, holder: AdapterHolder, *, checkpoint: bool = False):
         self.index = index
         self.holder = holder
+        self.checkpoint = checkpoint
 
     def __call__(self, args: dict, extra: dict) -> dict:
-        out = extra["original_block"](args)
-        options = args["transformer_options"]
-        state: _CallState | None = options.get(STATE_KEY)
-        if state is None:
+        call: AdaptedCall | None = args["transformer_options"].get(STATE_KEY)
+        if self.checkpoint and torch.is_grad_enabled() and call is not None and not call.recording:
+            def frozen_block(img: torch.Tensor) -> torch.Tensor:
+                return extra["original_block"]({**args, "img": img})["img"]
+            out = {"img": torch.utils.checkpoint.checkpoint(frozen_block, args["img"], use_reentrant=False)}
+        else:
+            out = extra["original_block"](args)
+        if call is None:
             return out
-        block = self.holder.adapter.block(self.index)
-        grid = tuple(int(g) for g in options["grid_sizes"])
-        x = out["img"]                                                   # (B, F*H*W, dim)
-        if state.recording:
-            kv = block.source_features(x, grid)
-            state.features[self.index] = kv.to("cpu") if state.to_host else kv
-            return out
-        if state.text is None:
-            state.text = self.holder.adapter.text_summary(args["txt"])
-            state.time_feat = self.holder.adapter.time_features(state.timestep.to(x.device))
-        features = state.features[self.index].to(x.device, non_blocking=True)  # one block at a time from the cache
-        step = block(x, features, text=state.text, time_feat=state.time_feat, grid=grid, strength=state.strength)
-        state.gates[self.index] = step.gate
-        return {**out, "img": step.tokens}
+        return {**out, "img": call.after_block(self.index, out["img"], args["txt"])}
 
     def to(self, device_or_dtype) -> "BlockPatch":
         return self  # the adapter moves with its own ModelPatcher (models())
@@ -113,75 +110,56 @@ class BlockPatch:
         return [self.holder.patcher]
 
 
-@dataclass
-class GateLog:
-    """Mean gate of the conditional branch over steps and blocks, per latent frame, for the last run."""
-
-    run: object = None
-    total: torch.Tensor | None = None   # (F, h, w) summed
-    count: torch.Tensor | None = None   # (F, 1, 1) number of contributions per frame
-
-    def add(self, run: object, gate: torch.Tensor, frames: list[int], length: int) -> None:
-        """gate (F_window, h, w) for the latent frames ``frames`` of a clip ``length`` frames long."""
-        if run is not self.run or self.total is None or self.total.shape[0] != length:
-            self.run = run
-            self.total = torch.zeros(length, *gate.shape[1:])
-            self.count = torch.zeros(length, 1, 1)
-        index = torch.tensor(frames)
-        self.total.index_add_(0, index, gate.float().cpu())
-        self.count.index_add_(0, index, torch.ones(len(frames), 1, 1))
-
-    def mean(self) -> torch.Tensor | None:
-        return None if self.total is None else self.total / self.count.clamp(min=1)
-
-
 class SourceStreamWrapper:
     """The DIFFUSION_MODEL wrapper: source stream once per run/window/cond, then the adapted target forward."""
 
-    def __init__(self, holder: AdapterHolder, *, strength: float, cache: str, process_latent_in):
-        if cache not in CACHE_PLACEMENTS:
-            raise ValueError(f"unknown source cache placement {cache!r}; choose one of {CACHE_PLACEMENTS}")
+    def __init__(self, holder: AdapterHolder, *, strength: float, cache: str, process_latent_in,
+                 patch_size: tuple[int, int, int]):
+        check_placement(cache)
         self.holder = holder
         self.strength = strength
         self.cache = cache
         self.process_latent_in = process_latent_in
-        self.gate_log = GateLog()
+        self.patch_size = patch_size
+        self.gates = GateAverage()          # the conditional branch's gate maps of the last run
         self._run: object = None
-        self._cache: dict[tuple, dict[int, SourceKV]] = {}
+        self._caches: dict[tuple, SourceCache] = {}
 
-    def _key(self, options: dict, source: torch.Tensor) -> tuple:
+    def _new_run(self, options: dict) -> None:
+        run = options.get("sample_sigmas")
+        if run is not self._run:  # a new sampling run: drop the previous run's caches and gates
+            self._run, self._caches, self.gates = run, {}, GateAverage()
+
+    def _key(self, options: dict, source: torch.Tensor, shared) -> tuple:
         window = options.get("context_window")
         frames = tuple(window.index_list) if window is not None else ()
         anchor = getattr(window, "causal_anchor_index", None) if window is not None else None
         uuids = tuple(str(u) for u in options.get("uuids", ()))
-        return uuids, frames, anchor, tuple(source.shape)
+        return uuids, frames, anchor, tuple(source.shape), None if shared is None else id(shared)
 
-    def _source_features(self, executor, source, context, clip_fea, time_dim_concat, options, kwargs):
-        run = options.get("sample_sigmas")
-        if run is not self._run:  # a new sampling run: drop the previous run's cache
-            self._run, self._cache = run, {}
+    def _source_cache(self, executor, source, context, clip_fea, time_dim_concat, options, kwargs) -> SourceCache:
         placement = options.get(CACHE_OPTION, self.cache)
         shared = options.get(SHARED_OPTION)
-        key = self._key(options, source) + (None if shared is None else id(shared),)
-        if placement != "off" and key in self._cache:
-            return self._cache[key]
+        key = self._key(options, source, shared)
+        if placement != "off" and key in self._caches:
+            return self._caches[key]
 
-        def record(latent: torch.Tensor) -> dict[int, SourceKV]:
-            state = _CallState(recording=True, to_host=placement == "cpu")
+        def record(latent: torch.Tensor, into: SourceCache) -> SourceCache:
+            call = AdaptedCall(self.holder.adapter, token_grid(latent.shape, self.patch_size), into, recording=True)
             zeros = torch.zeros(latent.shape[0], device=latent.device)
-            with torch.no_grad():
-                executor.original(self.process_latent_in(latent), zeros, context, clip_fea, time_dim_concat,
-                                  {**options, STATE_KEY: state}, **kwargs)  # the unwrapped forward
-            return state.features
+            # the unwrapped forward; with gradients on (training) only the adapter's projections keep a graph:
+            # nothing of the frozen backbone requires gradients
+            executor.original(self.process_latent_in(latent), zeros, context, clip_fea, time_dim_concat,
+                              {**options, STATE_KEY: call}, **kwargs)
+            return into
 
-        features = record(source)
+        cache = record(source, SourceCache(placement))
         if shared is not None:  # keyframe sharing: every frame also attends to the edited keyframes
             batch = source.shape[0]
-            extra = record(shared.to(source).repeat(batch, 1, 1, 1, 1))
-            features = {i: kv.with_shared(extra[i], batch=batch) for i, kv in features.items()}
+            cache.add_shared(record(shared.to(source).repeat(batch, 1, 1, 1, 1), SourceCache("device")), batch=batch)
         if placement != "off":
-            self._cache[key] = features
-        return features
+            self._caches[key] = cache
+        return cache
 
     def __call__(self, executor, x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kwargs):
         source = kwargs.get(SOURCE_COND)
@@ -190,46 +168,56 @@ class SourceStreamWrapper:
         if source.shape[2:] != x.shape[2:] or source.shape[0] != x.shape[0]:
             raise ValueError(f"the source latent {tuple(source.shape)} does not match the latent being sampled "
                              f"{tuple(x.shape)}: feed the LATENT from IMVE Edit Conditioning to the sampler")
-        features = self._source_features(executor, source, context, clip_fea, time_dim_concat,
-                                         transformer_options, kwargs)
-        state = _CallState(recording=False, features=features, timestep=timestep.flatten()[: x.shape[0]],
-                           strength=self.strength)
-        out = executor(x, timestep, context, clip_fea, time_dim_concat, {**transformer_options, STATE_KEY: state},
-                       **kwargs)
-        self._log_gates(state, transformer_options, x)
+        self._new_run(transformer_options)
+        cache = self._source_cache(executor, source, context, clip_fea, time_dim_concat, transformer_options, kwargs)
+        training: TrainingForward | None = transformer_options.get(TRAINING_OPTION)
+        call = AdaptedCall(self.holder.adapter, token_grid(x.shape, self.patch_size), cache,
+                           timestep=timestep.flatten()[: x.shape[0]], strength=self.strength, record_gates=True,
+                           gate_grad=training is not None and training.gate_grad)
+        try:
+            out = executor(x, timestep, context, clip_fea, time_dim_concat,
+                           {**transformer_options, STATE_KEY: call}, **kwargs)
+        finally:
+            cache.end_step()
+        if training is not None:
+            training.gates = call.gates
+        else:
+            self._log_gates(call, transformer_options)
         return out
 
-    def _log_gates(self, state: _CallState, options: dict, x: torch.Tensor) -> None:
-        if not state.gates:
+    def _log_gates(self, call: AdaptedCall, options: dict) -> None:
+        """The conditional chunks' gates, averaged, at the latent frames this forward covered."""
+        if not call.gates:
             return
-        gate = torch.stack([g.float() for g in state.gates.values()]).mean(0)   # (B, F, h, w)
+        gate = mean_over_blocks(call.gates)                              # (B, F, h, w), chunks branch-major
         branches = list(options.get("cond_or_uncond", [0]))
-        per_branch = gate.shape[0] // max(len(branches), 1)
-        conditional = [gate[i * per_branch:(i + 1) * per_branch] for i, b in enumerate(branches) if b == 0]
+        chunks = gate.chunk(max(len(branches), 1))
+        conditional = [chunk for chunk, b in zip(chunks, branches) if b == 0]
         if not conditional:
             return
         window = options.get("context_window")
-        frames = list(range(x.shape[2]))
-        length = x.shape[2]
+        frames = None
         if window is not None:
             anchor = getattr(window, "causal_anchor_index", None)
             frames = ([anchor] if anchor is not None and anchor >= 0 else []) + list(window.index_list)
-            length = window.total_frames
-        self.gate_log.add(options.get("sample_sigmas"), torch.cat(conditional).mean(0), frames, length)
+        self.gates.add(torch.cat(conditional).mean(0, keepdim=True).cpu(), frames)
 
 
 def apply_adapter(model, holder: AdapterHolder, *, strength: float, cache: str,
-                  blocks: tuple[int, ...] | None = None):
+                  blocks: tuple[int, ...] | None = None, checkpoint: bool = False):
     """A patched clone of a ComfyUI MODEL (ModelPatcher holding Wan 2.1 T2V); the input MODEL is untouched.
 
-    ``blocks``: the adapter blocks to use (default: all of them).
+    ``blocks``: the adapter blocks to use (default: all of them); ``checkpoint``: gradient checkpointing of the
+    adapted frozen blocks while training.
     """
     check_compatible(holder.info, wan_backbone_config(model.model.diffusion_model))
     patched = model.clone()
     for index in blocks if blocks is not None else holder.adapter.block_ids:
-        patched.set_model_patch_replace(BlockPatch(index, holder), "dit", "double_block", index)
+        patched.set_model_patch_replace(BlockPatch(index, holder, checkpoint=checkpoint), "dit", "double_block",
+                                        index)
     wrapper = SourceStreamWrapper(holder, strength=strength, cache=cache,
-                                  process_latent_in=model.model.process_latent_in)
+                                  process_latent_in=model.model.process_latent_in,
+                                  patch_size=tuple(model.model.diffusion_model.patch_size))
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, wrapper)
     return patched
 
@@ -240,3 +228,70 @@ def find_wrapper(model) -> SourceStreamWrapper:
         if isinstance(wrapper, SourceStreamWrapper):
             return wrapper
     raise ValueError("this MODEL carries no ImVideoEdit adapter: connect the MODEL output of IMVE Apply Adapter")
+
+
+class ComfyAdaptedModel:
+    """Training and tuning through ComfyUI's loaded MODEL (the core trainer's ``AdaptedModel``).
+
+    The velocity is ComfyUI's own forward of the patched model: its weights in whatever storage ComfyUI loaded
+    (bf16, fp16, fp8, scaled fp8), its LoRA patches, its low-VRAM loading and offload. No second copy of the
+    backbone exists; only the adapter is trained. The source goes through the same Apply Adapter patches as in
+    sampling (cache off: encoded anew for every batch, with gradients on the adapter's projections).
+    """
+
+    def __init__(self, model, adapter: ImVideoEditAdapter):
+        self.adapter = adapter
+        self.holder = AdapterHolder.wrap(adapter, AdapterFileInfo(path=Path("<training>"),
+                                                                  adapter_config=adapter.config,
+                                                                  backbone_config=adapter.backbone_config))
+        self.patched = apply_adapter(model, self.holder, strength=1.0, cache="off")
+
+    @property
+    def device(self) -> torch.device:
+        return self.patched.load_device
+
+    @contextmanager
+    def training(self, *, gradient_checkpointing: bool = False) -> Iterator[None]:
+        """Loads the MODEL and the adapter as ComfyUI's memory manager decides; the backbone frozen."""
+        comfy.model_management.load_models_gpu([self.patched, self.holder.patcher])
+        diffusion_model = self.patched.model.diffusion_model
+        frozen = [p for p in diffusion_model.parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        patches = self._block_patches()
+        for patch in patches:
+            patch.checkpoint = gradient_checkpointing
+        self.adapter.requires_grad_(True).train()
+        # ComfyUI's own training switch: differentiable fallbacks instead of inference-only kernels (e.g. RoPE)
+        was_training = getattr(comfy.model_management, "in_training", False)
+        comfy.model_management.in_training = True
+        try:
+            yield
+        finally:
+            comfy.model_management.in_training = was_training
+            self.adapter.eval()
+            for patch in patches:
+                patch.checkpoint = False
+            for p in frozen:
+                p.requires_grad_(True)
+
+    def _block_patches(self) -> list[BlockPatch]:
+        replace = self.patched.model_options["transformer_options"]["patches_replace"]["dit"]
+        return [patch for patch in replace.values() if isinstance(patch, BlockPatch)]
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, source: torch.Tensor, *,
+                 frame_offset: int = 0, gate_grad: bool = False) -> StreamOutput:
+        """x, source (B, 16, F, h, w) in the model's latent space; t (B,) in [0, 1000]."""
+        if frame_offset:
+            raise ValueError("ComfyUI's Wan has no temporal RoPE offset: train with max_frame_offset 0")
+        sigma = (t.to(torch.float32) / 1000).to(x.device)               # (B,)
+        training = TrainingForward(gate_grad=gate_grad)
+        options = {**self.patched.model_options["transformer_options"],
+                   "wrappers": comfy.patcher_extension.copy_nested_dicts(self.patched.wrappers),
+                   "sample_sigmas": training, "cond_or_uncond": [0], TRAINING_OPTION: training}
+        # Edit Conditioning hands the source in the VAE's latent space; the wrapper maps it to the model's
+        raw_source = self.patched.model.process_latent_out(source)
+        denoised = self.patched.model.apply_model(x.float(), sigma, c_crossattn=context, transformer_options=options,
+                                                  **{SOURCE_COND: raw_source})
+        velocity = (x.float() - denoised) / sigma.clamp(min=1e-4).view(-1, 1, 1, 1, 1)  # flow: x0 = x - sigma v
+        return StreamOutput(velocity=velocity, gates=training.gates if gate_grad else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import torch
 
@@ -14,29 +15,49 @@ from comfy_api.latest import io
 
 from ..imvideoedit_core.model.adapter import build_adapter
 from ..imvideoedit_core.model.adapter_file import load_adapter, read_adapter_info
-from ..imvideoedit_core.model.backbone import WanDiT
 from ..imvideoedit_core.model.config import adapter_config_for
 from ..imvideoedit_core.train.pair_dataset import ImagePair, PairDataset, pairs_from_tensors, validate_size
 from ..imvideoedit_core.train.pair_scan import RESIZE_POLICIES
 from ..imvideoedit_core.edit.sampling import pad_contexts
-from ..imvideoedit_core.edit.streams import TwoStreamRunner
 from ..imvideoedit_core.train.trainer import EncodedPairs, TrainConfig, TrainingCancelled, train_adapter
-from ..imvideoedit_core.model.wan_weights import load_wan_state_dict
 from .adapter_nodes import Adapter
 from .catalog import ADAPTER_FOLDER, CATEGORY, NODE_IDS
-from .host import AdapterHolder, wan_backbone_config
+from .host import AdapterHolder, ComfyAdaptedModel, wan_backbone_config
+
+CHECKPOINTING = ("auto", "on", "off")
+T = TypeVar("T")
+AUTO_CHECKPOINT_DIM = 1536  # "auto" checkpoints every real Wan 2.1 size (1.3B: dim 1536; 14B: 5120)
 
 
-def frozen_core_backbone(model) -> WanDiT:
-    """The core's backbone with the MODEL's current weights (LoRAs applied), frozen, on the compute device."""
-    comfy.model_management.load_models_gpu([model])  # applies weight patches (LoRAs) to the weights
-    wan = model.model.diffusion_model
-    cfg = wan_backbone_config(wan)
-    device = comfy.model_management.get_torch_device()
-    backbone = WanDiT(cfg, device=device, dtype=model.model.get_dtype())
-    load_wan_state_dict(backbone, {k: v.detach().clone() for k, v in wan.state_dict().items()},
-                        source="the connected MODEL")
-    return backbone.requires_grad_(False).eval()
+def checkpointing_input() -> io.Combo.Input:
+    return io.Combo.Input("gradient_checkpointing", options=list(CHECKPOINTING), default="auto", optional=True,
+                          tooltip="Recompute the frozen blocks in the backward pass instead of keeping their "
+                                  "activations: much less memory, about a third more time per step. auto: on for "
+                                  "every real Wan 2.1 size, off for tiny test models")
+
+
+def use_checkpointing(choice: str, model) -> bool:
+    if choice not in CHECKPOINTING:
+        raise ValueError(f"gradient_checkpointing must be one of {CHECKPOINTING}, got {choice!r}")
+    return choice == "on" or (choice == "auto" and wan_backbone_config(model.model.diffusion_model).dim
+                              >= AUTO_CHECKPOINT_DIM)
+
+
+class TrainingOutOfMemory(torch.OutOfMemoryError):
+    """Out of memory while training or tuning (still an OutOfMemoryError, so ComfyUI frees its models)."""
+
+
+def train_through_comfyui(run: Callable[[], T], *, checkpointing: bool) -> T:
+    """Run a training call; an out-of-memory error says what to change (saved files stay as they were)."""
+    try:
+        return run()
+    except torch.OutOfMemoryError as err:
+        if isinstance(err, TrainingOutOfMemory):
+            raise
+        fixes = ["lower batch_size or the image size"] + ([] if checkpointing else ["set gradient_checkpointing to on"])
+        raise TrainingOutOfMemory(
+            f"out of memory while training the adapter: {', '.join(fixes)}, or start ComfyUI with --lowvram so that "
+            f"the model is offloaded block by block. Files already saved are unchanged. ({err})") from err
 
 
 class ComfyEncoders:
@@ -127,14 +148,16 @@ class TrainAdapter(io.ComfyNode):
                                    tooltip="With source_images: the after images, same count and size"),
                     io.String.Input("instructions", optional=True, default="", multiline=True,
                                     tooltip="With source_images: one instruction per line for each pair, or one "
-                                            "line for all of them")],
+                                            "line for all of them"),
+                    checkpointing_input()],
             outputs=[Adapter.Output(display_name="adapter"), io.String.Output(display_name="summary")],
             is_output_node=True)
 
     @classmethod
     def execute(cls, model, vae, clip, pairs_folder: str, adapter_name: str, steps: int, learning_rate: float,
                 batch_size: int, width: int, height: int, resize_policy: str, save_every: int, seed: int,
-                resume: bool, source_images=None, target_images=None, instructions: str = "") -> io.NodeOutput:
+                resume: bool, source_images=None, target_images=None, instructions: str = "",
+                gradient_checkpointing: str = "auto") -> io.NodeOutput:
         if bool(width) != bool(height):
             raise ValueError("set both width and height (multiples of 16), or leave both at 0")
         out = output_path(adapter_name)
@@ -143,23 +166,25 @@ class TrainAdapter(io.ComfyNode):
             dataset = image_batch_pairs(source_images, target_images, instructions, size=size)
         else:
             dataset = PairDataset.from_path(resolve_folder(pairs_folder), resize_policy=resize_policy, size=size)
-        cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=learning_rate, seed=seed, save_every=save_every)
+        cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=learning_rate, seed=seed, save_every=save_every,
+                          gradient_checkpointing=use_checkpointing(gradient_checkpointing, model))
         with torch.inference_mode(False):  # node execution runs under inference_mode; training needs autograd
-            summary = cls._train(model, vae, clip, dataset, cfg, out, resume)
+            summary = train_through_comfyui(lambda: cls._train(model, vae, clip, dataset, cfg, out, resume),
+                                            checkpointing=cfg.gradient_checkpointing)
         info = read_adapter_info(out)
         return io.NodeOutput(AdapterHolder.wrap(load_adapter(out), info), summary)
 
     @classmethod
     def _train(cls, model, vae, clip, dataset, cfg: TrainConfig, out: Path, resume: bool) -> str:
-        backbone = frozen_core_backbone(model)
-        adapter = build_adapter(adapter_config_for(backbone.config), backbone.config, seed=cfg.seed,
-                                device=backbone.patch_embedding.weight.device)
+        backbone = wan_backbone_config(model.model.diffusion_model)
+        adapter = build_adapter(adapter_config_for(backbone), backbone, seed=cfg.seed,
+                                device=comfy.model_management.get_torch_device())
         encoders = ComfyEncoders(model, vae, clip)
         data = EncodedPairs(dataset, encode_images=encoders.images, encode_text=encoders.text,
                             batch_size=cfg.batch_size, seed=cfg.seed)
         bar = comfy.utils.ProgressBar(cfg.steps)
         try:
-            result = train_adapter(TwoStreamRunner(backbone, adapter), data, cfg, out_path=out, resume=resume,
+            result = train_adapter(ComfyAdaptedModel(model, adapter), data, cfg, out_path=out, resume=resume,
                                    info={"pairs": len(dataset)},
                                    callback=lambda p: bar.update_absolute(p.step, cfg.steps),
                                    cancel=comfy.model_management.processing_interrupted)

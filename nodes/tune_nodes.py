@@ -17,8 +17,9 @@ from ..imvideoedit_core.train.keyframe_tuning import (KeyframeTuning, TuneResult
 from ..imvideoedit_core.train.trainer import TrainingCancelled
 from .adapter_nodes import Adapter
 from .catalog import CATEGORY, NODE_IDS
-from .host import AdapterHolder, wan_backbone_config
-from .train_nodes import ComfyEncoders, frozen_core_backbone, output_path
+from .host import AdapterHolder, ComfyAdaptedModel, wan_backbone_config
+from .train_nodes import (ComfyEncoders, checkpointing_input, output_path, train_through_comfyui,
+                          use_checkpointing)
 
 
 FRESH = "(fresh adapter)"  # the info path of a zero-start adapter, which has no file
@@ -64,13 +65,14 @@ class TuneOnKeyframe(io.ComfyNode):
                                             "empty: keep it in memory only"),
                     io.Image.Input("video", optional=True,
                                    tooltip="Optional: the frames you will edit (e.g. IMVE Edit Conditioning's "
-                                           "source_frames); only their size is checked against the keyframes")],
+                                           "source_frames); only their size is checked against the keyframes"),
+                    checkpointing_input()],
             outputs=[Adapter.Output(display_name="adapter"), io.String.Output(display_name="summary")])
 
     @classmethod
     def execute(cls, model, vae, clip, source_keyframe, edited_keyframe, instruction: str, steps: int,
                 learning_rate: float, seed: int, augment: bool, save_name: str = "", video=None,
-                adapter: AdapterHolder | None = None) -> io.NodeOutput:
+                adapter: AdapterHolder | None = None, gradient_checkpointing: str = "auto") -> io.NodeOutput:
         source, edited = source_keyframe[..., :3], edited_keyframe[..., :3]  # [K, H, W, 3]: K keyframes
         video_size = tuple(video.shape[1:3]) if video is not None else None
         check_keyframes(source, edited, video_size=video_size)  # before the model is loaded
@@ -79,12 +81,14 @@ class TuneOnKeyframe(io.ComfyNode):
         out = output_path(save_name) if save_name.strip() else None
         defaults = start_defaults(zero_start=adapter is None)
         config = KeyframeTuning(steps=steps or defaults.steps, lr=learning_rate or defaults.lr, seed=seed,
-                                augment=augment)
+                                augment=augment,
+                                gradient_checkpointing=use_checkpointing(gradient_checkpointing, model))
         if adapter is None:
             adapter = cls._fresh(model, seed)
         with torch.inference_mode(False):  # node execution runs under inference_mode; training needs autograd
-            result = cls._tune(model, adapter, vae, clip, source.clone(), edited.clone(), instruction, config,
-                               video_size)
+            result = train_through_comfyui(
+                lambda: cls._tune(model, adapter, vae, clip, source.clone(), edited.clone(), instruction, config,
+                                  video_size), checkpointing=config.gradient_checkpointing)
         tuned = result.adapter.to(comfy.model_management.unet_offload_device())
         window = min(20, len(result.losses))
         first, last = (sum(part) / window for part in (result.losses[:window], result.losses[-window:]))
@@ -114,11 +118,11 @@ class TuneOnKeyframe(io.ComfyNode):
     @classmethod
     def _tune(cls, model, holder: AdapterHolder, vae, clip, source, edited, instruction: str,
               config: KeyframeTuning, video_size) -> TuneResult:
-        backbone = frozen_core_backbone(model)
         encoders = ComfyEncoders(model, vae, clip)
         bar = comfy.utils.ProgressBar(config.steps)
         try:
-            return tune_on_keyframe(backbone, holder.adapter, source=source, edited=edited, instruction=instruction,
+            return tune_on_keyframe(lambda tuned: ComfyAdaptedModel(model, tuned), holder.adapter, source=source,
+                                    edited=edited, instruction=instruction,
                                     encode_images=encoders.images, encode_text=encoders.text, config=config,
                                     video_size=video_size,
                                     callback=lambda p: bar.update_absolute(p.step, config.steps),

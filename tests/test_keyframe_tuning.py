@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -116,7 +118,8 @@ def fixed_loss(backbone, adapter, source, edited) -> float:
 
 def tune(backbone, adapter, **kwargs):
     source, edited = keyframes()
-    return tune_on_keyframe(backbone, adapter, source=source, edited=edited, instruction=INSTRUCTION,
+    return tune_on_keyframe(partial(TwoStreamRunner, backbone), adapter, source=source, edited=edited,
+                            instruction=INSTRUCTION,
                             encode_images=CODEC.encode_images, encode_text=TEXT, **kwargs)
 
 

@@ -13,6 +13,8 @@ with frame 0 pinned to the edited keyframe while sampling (first-frame guidance 
 
 from __future__ import annotations
 
+from functools import partial
+
 import time
 from dataclasses import dataclass, replace
 
@@ -111,7 +113,8 @@ def edit_video(models: ToyModels, adapter, example: Example, cfg: EvalConfig, *,
 
 
 def tune(models: ToyModels, base, example: Example, tuning: KeyframeTuning):
-    return tune_on_keyframe(models.backbone, base, source=example.source_frames[0], edited=example.target_frames[0],
+    return tune_on_keyframe(partial(TwoStreamRunner, models.backbone), base, source=example.source_frames[0],
+                            edited=example.target_frames[0],
                             instruction=example.instruction, encode_images=CODEC.encode_images,
                             encode_text=models.text_encoder, config=tuning,
                             video_size=tuple(example.source_frames.shape[1:3]))

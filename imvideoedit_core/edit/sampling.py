@@ -6,12 +6,12 @@ velocity ``v = noise - x0`` at timestep ``t = 1000 * sigma``, and a step moves `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
 import torch
 
-from .streams import CachePlacement, TwoStreamRunner
+from .streams import CachePlacement, GateAverage, TwoStreamRunner, mean_over_blocks
 
 Solver = Literal["euler", "heun"]
 SOLVERS = ("euler", "heun")
@@ -174,16 +174,13 @@ class GateRecorder:
     """Averages the conditional branch's gate maps over blocks and steps."""
 
     batch: int
-    total: torch.Tensor | None = None
-    count: int = 0
+    average: GateAverage = field(default_factory=GateAverage)
 
     def add(self, gates: dict[int, torch.Tensor]) -> None:
-        mean = torch.stack([g[: self.batch].float() for g in gates.values()]).mean(0)  # (B, F, H, W)
-        self.total = mean if self.total is None else self.total + mean
-        self.count += 1
+        self.average.add(mean_over_blocks(gates)[: self.batch])  # (B, F, H, W): the conditional branch
 
     def result(self) -> torch.Tensor | None:
-        return None if self.total is None else self.total / self.count
+        return self.average.mean()
 
 
 @dataclass

@@ -15,12 +15,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..edit.streams import TwoStreamRunner
 from ..model.adapter import ImVideoEditAdapter, build_adapter
 from ..model.config import BackboneConfig, adapter_config_for
 from ..model.wan_strides import SIZE_MULTIPLE
 from .pair_dataset import ImagePair
-from .trainer import EncodedPairs, TrainConfig, TrainProgress, TrainResult, train_adapter
+from .trainer import AdaptedModel, EncodedPairs, TrainConfig, TrainProgress, TrainResult, train_adapter
 
 
 
@@ -185,6 +184,7 @@ class KeyframeTuning:
     variants: int = 64            # augmented pairs (index 0 un-augmented); without augment, copies of the pair
     context_dropout: float = 0.1  # keeps the empty-instruction branch trained for guidance
     seed: int = 0
+    gradient_checkpointing: bool = False  # recompute the frozen blocks in backward (less memory)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -195,7 +195,8 @@ class KeyframeTuning:
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
-                           context_dropout=self.context_dropout, seed=self.seed)
+                           context_dropout=self.context_dropout, seed=self.seed,
+                           gradient_checkpointing=self.gradient_checkpointing)
 
 
 @dataclass(frozen=True)
@@ -238,8 +239,9 @@ def copy_adapter(adapter: ImVideoEditAdapter, *, device=None) -> ImVideoEditAdap
     return copy
 
 
-def tune_on_keyframe(backbone: torch.nn.Module, adapter: ImVideoEditAdapter, *, source: torch.Tensor,
-                     edited: torch.Tensor, instruction: str, encode_images: Callable[[torch.Tensor], torch.Tensor],
+def tune_on_keyframe(bind: Callable[[ImVideoEditAdapter], AdaptedModel], adapter: ImVideoEditAdapter, *,
+                     source: torch.Tensor, edited: torch.Tensor, instruction: str,
+                     encode_images: Callable[[torch.Tensor], torch.Tensor],
                      encode_text: Callable[[list[str]], torch.Tensor], config: KeyframeTuning = KeyframeTuning(),
                      video_size: tuple[int, int] | None = None,
                      callback: Callable[[TrainProgress], None] | None = None,
@@ -247,6 +249,8 @@ def tune_on_keyframe(backbone: torch.nn.Module, adapter: ImVideoEditAdapter, *, 
     """Fine-tune a copy of ``adapter`` on keyframe pairs (one [H, W, 3] or K [K, H, W, 3], in 0..1, e.g. the
     first, middle and last frame each edited); ``adapter`` is untouched.
 
+    ``bind``: attaches the copy to the frozen backbone, e.g. ``functools.partial(TwoStreamRunner, backbone)``
+    for the core's own backbone, or ComfyUI's loaded MODEL (``nodes/host.py``).
     ``encode_images``: (B, 3, H, W) -> (B, C, 1, h, w) latents; ``encode_text``: list of B strings -> contexts.
     ``video_size`` (height, width), if given, must be the keyframes' size. Raises ``TrainingCancelled`` if
     ``cancel`` says so between steps.
@@ -254,11 +258,10 @@ def tune_on_keyframe(backbone: torch.nn.Module, adapter: ImVideoEditAdapter, *, 
     check_keyframes(source, edited, video_size=video_size)
     pairs = KeyframePairs(source, edited, instruction, count=config.variants,
                           limits=config.limits if config.augment else None, seed=config.seed)
-    device = next(backbone.parameters()).device
-    tuned = copy_adapter(adapter, device=device)
+    tuned = copy_adapter(adapter)
+    model = bind(tuned)
+    tuned.to(model.device)
     data = EncodedPairs(pairs, encode_images=encode_images, encode_text=encode_text, batch_size=config.batch_size,
-                        seed=config.seed, device=device)
-    result: TrainResult = train_adapter(TwoStreamRunner(backbone, tuned), data, config.train_config(),
-                                        callback=callback, cancel=cancel)
+                        seed=config.seed, device=model.device)
+    result: TrainResult = train_adapter(model, data, config.train_config(), callback=callback, cancel=cancel)
     return TuneResult(adapter=tuned.requires_grad_(False).eval(), losses=result.losses, steps_done=result.steps_done)
-

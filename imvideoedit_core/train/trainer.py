@@ -12,7 +12,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, ContextManager, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from ..edit.sampling import noised, pad_contexts, shift_sigma
-from ..edit.streams import TwoStreamRunner
+from ..edit.streams import StreamOutput
+from ..model.adapter import ImVideoEditAdapter
 from ..model.adapter_file import STATE_FORMAT, atomic_save_safetensors, save_adapter
 from .pair_batches import batch_indices, collate
 from .pair_dataset import ImagePair, PairDataset
@@ -124,6 +125,27 @@ class EncodedPairs:
                                edit_mask=difference_mask(pairs.source, pairs.target, source.shape[-2:]))
 
 
+class AdaptedModel(Protocol):
+    """What training needs from a host: the adapter, where it runs, the adapted velocity, and a training mode.
+
+    The core's own backbone provides it (``TwoStreamRunner``); so does ComfyUI's loaded MODEL (``nodes/host.py``),
+    so that training there uses ComfyUI's weights, dtypes and memory management instead of a second backbone.
+    """
+
+    adapter: ImVideoEditAdapter
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def training(self, *, gradient_checkpointing: bool = False) -> ContextManager[None]:
+        """Backbone frozen, adapter trainable and attached, for the duration of the block."""
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, source: torch.Tensor, *,
+                 frame_offset: int = 0, gate_grad: bool = False) -> StreamOutput:
+        """The adapted velocity of target x (B, C, F, H, W) at timesteps t (B,) in [0, 1000], the source latent
+        (same shape) encoded at t=0 with ``context``; with ``gate_grad`` the gates too, in the autograd graph."""
+
+
 class FlowMatchingLoss(nn.Module):
     """Loss of the target stream at noise level sigma; the source stream sees the clean source at t=0.
 
@@ -131,19 +153,21 @@ class FlowMatchingLoss(nn.Module):
     the share of changed pixels under its token (binary cross-entropy), so that g = 1 means "edited here".
     """
 
-    def __init__(self, runner: TwoStreamRunner, gate_loss: float = 0.0):
+    def __init__(self, model: AdaptedModel, gate_loss: float = 0.0):
         super().__init__()
-        self.backbone = runner.backbone
-        self.adapter = runner.adapter
-        self.runner = runner
+        self.adapter = model.adapter  # registered, so that DDP averages its gradients
+        backbone = getattr(model, "backbone", None)
+        if isinstance(backbone, nn.Module):  # registered too: ablations train some of its parameters
+            self.backbone = backbone
+        self.model = model
         self.gate_loss = gate_loss
 
     def forward(self, batch: LatentBatch, context: torch.Tensor, sigma: torch.Tensor,
                 noise: torch.Tensor, frame_offset: int = 0) -> torch.Tensor:
         x = noised(batch.target, noise, sigma.view(-1, 1, 1, 1, 1))      # (B, C, 1, h, w)
-        source = self.runner.source(batch.source, context, frame_offset=frame_offset)
         supervise = bool(self.gate_loss) and batch.edit_mask is not None
-        out = self.runner(x, 1000.0 * sigma, context, source, return_gates=supervise, gate_grad=supervise)
+        out = self.model.velocity(x, 1000.0 * sigma, context, batch.source, frame_offset=frame_offset,
+                                  gate_grad=supervise)
         loss = F.mse_loss(out.velocity.float(), (noise - batch.target).float())
         if supervise:
             loss = loss + self.gate_loss * gate_mask_loss(out.gates, batch.edit_mask)
@@ -263,14 +287,14 @@ def load_train_state(path: Path, adapter: nn.Module, optimizer: torch.optim.Opti
     return int(meta["step"])
 
 
-def _save(out: Path, runner: TwoStreamRunner, optimizer, ema: EMA | None, step: int, cfg: TrainConfig,
+def _save(out: Path, adapter: ImVideoEditAdapter, optimizer, ema: EMA | None, step: int, cfg: TrainConfig,
           losses: list[float], info: dict) -> None:
     window = losses[-50:]
     summary = {**info, "steps": step, "train_config": dataclasses.asdict(cfg),
                "world_size": distributed_info()[1], "recent_loss": sum(window) / max(len(window), 1)}
     weights = ema.shadow if ema is not None else None
-    save_train_state(state_path(out), runner.adapter, optimizer, ema, step, dataclasses.asdict(cfg))
-    save_adapter(out, runner.adapter, training=summary, state_dict=weights)
+    save_train_state(state_path(out), adapter, optimizer, ema, step, dataclasses.asdict(cfg))
+    save_adapter(out, adapter, training=summary, state_dict=weights)
 
 
 @dataclass
@@ -303,12 +327,12 @@ class _Trainer:
         return loss.item()
 
 
-def train_adapter(runner: TwoStreamRunner, data: BatchSource, cfg: TrainConfig, *, out_path: str | Path | None = None,
+def train_adapter(model: AdaptedModel, data: BatchSource, cfg: TrainConfig, *, out_path: str | Path | None = None,
                   resume: bool = False, info: dict | None = None,
                   callback: Callable[[TrainProgress], None] | None = None,
                   cancel: Callable[[], bool] | None = None,
                   extra_parameters: Sequence[nn.Parameter] = ()) -> TrainResult:
-    """Train ``runner.adapter`` with the backbone frozen; writes ``out_path`` (and its resume state) on rank 0.
+    """Train ``model.adapter`` with the backbone frozen; writes ``out_path`` (and its resume state) on rank 0.
 
     ``extra_parameters`` (ablations only, e.g. the backbone's 3D attention) are optimised too, but are neither
     saved in the adapter file nor in the resume state, so such a run cannot be resumed.
@@ -316,27 +340,24 @@ def train_adapter(runner: TwoStreamRunner, data: BatchSource, cfg: TrainConfig, 
     if resume and extra_parameters:
         raise ValueError("a run with extra_parameters cannot be resumed: their weights are not in the state file")
     rank, world = distributed_info()
-    backbone, adapter = runner.backbone, runner.adapter
-    backbone.requires_grad_(False).gradient_checkpointing = cfg.gradient_checkpointing
-    adapter.requires_grad_(True).train()
-    for p in extra_parameters:
-        p.requires_grad_(True)
-    trainable = [*adapter.parameters(), *extra_parameters]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    ema = EMA(adapter, cfg.ema_decay) if cfg.ema_decay else None
-    out = Path(out_path) if out_path is not None else None
-    start = 0
-    if resume and out is not None and state_path(out).is_file():
-        start = load_train_state(state_path(out), adapter, optimizer, ema)
-    loss_module: nn.Module = FlowMatchingLoss(runner, gate_loss=cfg.gate_loss)
-    if world > 1:
-        loss_module = nn.parallel.DistributedDataParallel(loss_module)
-    trainer = _Trainer(loss_module=loss_module, adapter=adapter, trainable=trainable, optimizer=optimizer, ema=ema,
-                       cfg=cfg, rank=rank)
-    result = TrainResult(steps_done=start)
-    was_attached = runner.attached
-    runner.attach()
-    try:
+    adapter = model.adapter
+    result = TrainResult()
+    with model.training(gradient_checkpointing=cfg.gradient_checkpointing):
+        for p in extra_parameters:
+            p.requires_grad_(True)
+        trainable = [*adapter.parameters(), *extra_parameters]
+        optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        ema = EMA(adapter, cfg.ema_decay) if cfg.ema_decay else None
+        out = Path(out_path) if out_path is not None else None
+        start = 0
+        if resume and out is not None and state_path(out).is_file():
+            start = load_train_state(state_path(out), adapter, optimizer, ema)
+        loss_module: nn.Module = FlowMatchingLoss(model, gate_loss=cfg.gate_loss)
+        if world > 1:
+            loss_module = nn.parallel.DistributedDataParallel(loss_module)
+        trainer = _Trainer(loss_module=loss_module, adapter=adapter, trainable=trainable, optimizer=optimizer,
+                           ema=ema, cfg=cfg, rank=rank)
+        result.steps_done = start
         for step in range(start, cfg.steps):
             if cancel is not None and cancel():
                 raise TrainingCancelled(f"training cancelled after {step} of {cfg.steps} steps")
@@ -346,11 +367,6 @@ def train_adapter(runner: TwoStreamRunner, data: BatchSource, cfg: TrainConfig, 
                 callback(TrainProgress(step=step + 1, total=cfg.steps, loss=result.losses[-1], lr=_lr_at(cfg, step)))
             due = step + 1 == cfg.steps or (cfg.save_every and (step + 1) % cfg.save_every == 0)
             if out is not None and rank == 0 and due:
-                _save(out, runner, optimizer, ema, step + 1, cfg, result.losses, info or {})
+                _save(out, adapter, optimizer, ema, step + 1, cfg, result.losses, info or {})
                 result.adapter_path = out
-    finally:
-        adapter.eval()
-        backbone.gradient_checkpointing = False
-        if not was_attached:
-            runner.detach()
     return result

@@ -136,7 +136,7 @@ def test_context_windows_hand_each_window_its_slice_of_the_source(comfyui, tiny_
         freenoise=False))[0]
     latent = torch.randn(1, 16, 5, 8, 8, generator=torch.Generator().manual_seed(6))  # 17 video frames
     seen = []
-    original = host.SourceStreamWrapper._source_features
+    original = host.SourceStreamWrapper._source_cache
 
     def spy(self, executor, source, context, clip_fea, time_dim_concat, options, kwargs):
         window = options.get("context_window")
@@ -144,7 +144,7 @@ def test_context_windows_hand_each_window_its_slice_of_the_source(comfyui, tiny_
                      source[:1].clone()))
         return original(self, executor, source, context, clip_fea, time_dim_concat, options, kwargs)
 
-    monkeypatch.setattr(host.SourceStreamWrapper, "_source_features", spy)
+    monkeypatch.setattr(host.SourceStreamWrapper, "_source_cache", spy)
     positive, negative, _, _ = conditioning(comfyui, latent)
     output(comfyui.nodes["IMVESampler"].execute(model=windowed, positive=positive, negative=negative,
                                               latent={"samples": latent}, seed=0, steps=2, cfg=2.0, shift=3.0,
@@ -212,11 +212,12 @@ def test_cancelled_training_leaves_the_last_good_checkpoint(comfyui, tiny_wan, m
 
     def interrupted():
         calls["n"] += 1
-        return calls["n"] > 12
+        if calls["n"] > 12:  # the user presses cancel before step 13
+            mm.interrupt_current_processing(True)
+        return real()
 
+    real = mm.processing_interrupted
     monkeypatch.setattr(mm, "processing_interrupted", interrupted)
-    monkeypatch.setattr(mm, "throw_exception_if_processing_interrupted",
-                        lambda: (_ for _ in ()).throw(mm.InterruptProcessingException()))
     with pytest.raises(mm.InterruptProcessingException):
         comfyui.nodes["IMVETrainAdapter"].execute(
             model=model, vae=StandInVAE(), clip=StandInCLIP(), pairs_folder="pairs2", adapter_name="cancelled",

@@ -1,0 +1,115 @@
+"""Training and tuning through ComfyUI's own loaded MODEL: the same loss and gradients as the core, no second backbone,
+LoRAs included, gradient checkpointing, and an out-of-memory error that says what to change."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from comfy_standins import StandInCLIP, StandInVAE
+from test_comfyui_inprocess import TINY, _write_pairs, adapter_file, output, tiny_wan  # noqa: F401 (fixtures)
+from tiny import randomize
+from imvideoedit_core.model.adapter import build_adapter
+from imvideoedit_core.model.config import adapter_preset
+from imvideoedit_core.edit.streams import TwoStreamRunner
+
+
+def adapter(seed: int = 2):
+    return randomize(build_adapter(adapter_preset("tiny"), TINY, seed=0), seed=seed, std=0.2)
+
+
+def inputs():
+    g = torch.Generator().manual_seed(4)
+    target, source = torch.randn(2, 16, 1, 8, 8, generator=g), torch.randn(2, 16, 1, 8, 8, generator=g)
+    context = torch.randn(2, 5, TINY.text_dim, generator=g)
+    return target, torch.tensor([300.0, 800.0]), context, source
+
+
+def loss_and_grads(model, *, checkpointing: bool = False, gate_grad: bool = True):
+    x, t, context, source = inputs()
+    with torch.inference_mode(False), model.training(gradient_checkpointing=checkpointing):
+        out = model.velocity(x, t, context, source, gate_grad=gate_grad)
+        loss = out.velocity.square().mean() + (sum(g.mean() for g in out.gates.values()) if gate_grad else 0)
+        loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.adapter.named_parameters() if p.grad is not None}
+    return out.velocity.detach(), loss.item(), grads
+
+
+def test_the_training_forward_through_comfyui_matches_the_core(comfyui, tiny_wan):
+    from imvideoedit_pack.nodes.host import ComfyAdaptedModel
+    model, core = tiny_wan
+    comfy_velocity, comfy_loss, comfy_grads = loss_and_grads(ComfyAdaptedModel(model, adapter()))
+    core_velocity, core_loss, core_grads = loss_and_grads(TwoStreamRunner(core, adapter()))
+    assert torch.allclose(comfy_velocity, core_velocity, atol=1e-4), (comfy_velocity - core_velocity).abs().max()
+    assert comfy_loss == pytest.approx(core_loss, rel=1e-5)
+    assert set(comfy_grads) == set(core_grads)
+    # the source side's projections (k, v) learn too: their gradients come through the recorded source stream
+    assert any(".k." in name and comfy_grads[name].abs().sum() > 0 for name in comfy_grads)
+    for name in core_grads:
+        assert torch.allclose(comfy_grads[name], core_grads[name], atol=1e-5, rtol=1e-4), name
+    assert all(p.grad is None for p in model.model.diffusion_model.parameters())  # the backbone stays frozen
+
+
+def test_gradient_checkpointing_through_comfyui_gives_the_same_gradients(comfyui, tiny_wan):
+    from imvideoedit_pack.nodes.host import ComfyAdaptedModel
+    model, _ = tiny_wan
+    _, plain_loss, plain = loss_and_grads(ComfyAdaptedModel(model, adapter()))
+    _, ckpt_loss, ckpt = loss_and_grads(ComfyAdaptedModel(model, adapter()), checkpointing=True)
+    assert ckpt_loss == pytest.approx(plain_loss, rel=1e-6)
+    for name in plain:
+        assert torch.allclose(ckpt[name], plain[name], atol=1e-6), name
+
+
+def test_a_lora_on_the_model_is_in_the_training_loss(comfyui, tiny_wan):
+    import comfy.sd
+    from imvideoedit_pack.nodes.host import ComfyAdaptedModel
+    model, _ = tiny_wan
+    gen = torch.Generator().manual_seed(9)
+    lora = {}
+    for i in range(TINY.num_layers):
+        key = f"diffusion_model.blocks.{i}.ffn.0"
+        lora[f"{key}.lora_up.weight"] = torch.randn(TINY.ffn_dim, 4, generator=gen) * 0.2
+        lora[f"{key}.lora_down.weight"] = torch.randn(4, TINY.dim, generator=gen) * 0.2
+    with_lora, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)
+    _, plain_loss, _ = loss_and_grads(ComfyAdaptedModel(model, adapter()), gate_grad=False)
+    _, lora_loss, _ = loss_and_grads(ComfyAdaptedModel(with_lora, adapter()), gate_grad=False)
+    assert abs(lora_loss - plain_loss) > 1e-3 * abs(plain_loss), (lora_loss, plain_loss)
+
+
+def test_training_and_tuning_build_no_second_backbone(comfyui, tiny_wan, adapter_file, monkeypatch):
+    from imvideoedit_core.model import backbone
+    model, _ = tiny_wan
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a second copy of the backbone was built")
+    monkeypatch.setattr(backbone.WanDiT, "__init__", refuse)
+    _write_pairs(comfyui.base / "input" / "pairs_nocopy")
+    output(comfyui.nodes["IMVETrainAdapter"].execute(
+        model=model, vae=StandInVAE(), clip=StandInCLIP(), pairs_folder="pairs_nocopy", adapter_name="nocopy",
+        steps=2, learning_rate=1e-3, batch_size=2, width=0, height=0, resize_policy="error", save_every=2, seed=0,
+        resume=False, gradient_checkpointing="on"))
+    holder = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="tiny_edit.safetensors"))[0]
+    frame = torch.rand(1, 16, 16, 3, generator=torch.Generator().manual_seed(1))
+    tuned, summary = output(comfyui.nodes["IMVETuneOnKeyframe"].execute(
+        model=model, adapter=holder, vae=StandInVAE(), clip=StandInCLIP(), source_keyframe=frame,
+        edited_keyframe=1 - frame, instruction="invert it", steps=2, learning_rate=1e-3, seed=0, augment=False,
+        gradient_checkpointing="off"))
+    assert "tuned" in summary and tuned.adapter is not holder.adapter
+
+
+def test_out_of_memory_in_training_says_what_to_change_and_writes_nothing(comfyui, tiny_wan, monkeypatch):
+    from imvideoedit_pack.nodes import host
+    from imvideoedit_pack.nodes.train_nodes import TrainingOutOfMemory
+    model, _ = tiny_wan
+
+    def out_of_memory(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(host.ComfyAdaptedModel, "velocity", out_of_memory)
+    _write_pairs(comfyui.base / "input" / "pairs_oom")
+    with pytest.raises(TrainingOutOfMemory, match="lower batch_size.*gradient_checkpointing to on.*--lowvram"):
+        comfyui.nodes["IMVETrainAdapter"].execute(
+            model=model, vae=StandInVAE(), clip=StandInCLIP(), pairs_folder="pairs_oom", adapter_name="oom",
+            steps=2, learning_rate=1e-3, batch_size=2, width=0, height=0, resize_policy="error", save_every=1, seed=0,
+            resume=False, gradient_checkpointing="off")
+    folder = comfyui.base / "models" / "imvideoedit"
+    assert not [p.name for p in folder.iterdir() if p.name.startswith("oom")]
