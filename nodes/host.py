@@ -16,8 +16,9 @@ How it plugs in (facts checked on the 2026-08 main branch; the lowest version is
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -56,12 +57,31 @@ class AdapterHolder:
     adapter: ImVideoEditAdapter
     info: AdapterFileInfo
     patcher: comfy.model_patcher.ModelPatcher
+    _casts: dict = field(default_factory=dict, repr=False)  # dtype -> AdapterHolder, made once each
 
     @classmethod
     def wrap(cls, adapter: ImVideoEditAdapter, info: AdapterFileInfo) -> "AdapterHolder":
         patcher = comfy.model_patcher.ModelPatcher(adapter, load_device=comfy.model_management.get_torch_device(),
                                                    offload_device=comfy.model_management.unet_offload_device())
         return cls(adapter=adapter, info=info, patcher=patcher)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.adapter.parameters()).dtype
+
+    def in_dtype(self, dtype: torch.dtype) -> "AdapterHolder":
+        """The adapter computing (and caching the source) in ``dtype``: this holder, or a cast copy made once."""
+        if dtype == self.dtype:
+            return self
+        if dtype not in self._casts:
+            self._casts[dtype] = AdapterHolder.wrap(copy.deepcopy(self.adapter).to(dtype), self.info)
+        return self._casts[dtype]
+
+
+def compute_dtype(model) -> torch.dtype:
+    """The dtype a ComfyUI MODEL computes in: its manual-cast dtype for fp8 (or other stored-only) weights,
+    else its weights' dtype (bf16/fp16 on GPUs; float32 on a CPU)."""
+    return getattr(model.model, "manual_cast_dtype", None) or model.model.get_dtype()
 
 
 def wan_backbone_config(diffusion_model: torch.nn.Module) -> BackboneConfig:
@@ -204,13 +224,16 @@ class SourceStreamWrapper:
 
 
 def apply_adapter(model, holder: AdapterHolder, *, strength: float, cache: str,
-                  blocks: tuple[int, ...] | None = None, checkpoint: bool = False):
+                  blocks: tuple[int, ...] | None = None, checkpoint: bool = False, in_model_dtype: bool = True):
     """A patched clone of a ComfyUI MODEL (ModelPatcher holding Wan 2.1 T2V); the input MODEL is untouched.
 
     ``blocks``: the adapter blocks to use (default: all of them); ``checkpoint``: gradient checkpointing of the
-    adapted frozen blocks while training.
+    adapted frozen blocks while training; ``in_model_dtype``: the adapter computes and caches in the model's compute
+    dtype (a cast copy when the file's differs); training keeps its float32 adapter instead.
     """
     check_compatible(holder.info, wan_backbone_config(model.model.diffusion_model))
+    if in_model_dtype:
+        holder = holder.in_dtype(compute_dtype(model))
     patched = model.clone()
     for index in blocks if blocks is not None else holder.adapter.block_ids:
         patched.set_model_patch_replace(BlockPatch(index, holder, checkpoint=checkpoint), "dit", "double_block",
@@ -244,7 +267,7 @@ class ComfyAdaptedModel:
         self.holder = AdapterHolder.wrap(adapter, AdapterFileInfo(path=Path("<training>"),
                                                                   adapter_config=adapter.config,
                                                                   backbone_config=adapter.backbone_config))
-        self.patched = apply_adapter(model, self.holder, strength=1.0, cache="off")
+        self.patched = apply_adapter(model, self.holder, strength=1.0, cache="off", in_model_dtype=False)
 
     @property
     def device(self) -> torch.device:

@@ -28,17 +28,27 @@ def test_round_trip_keeps_weights_configs_and_summary(adapter, tmp_path):
     assert info.adapter_config == adapter.config
     assert info.backbone_config == backbone_preset("tiny")
     assert info.training == {"steps": 12, "data": "pairs/"}
+    assert info.dtype == "bfloat16"  # stored in bf16 by default: half the bytes
     loaded = load_adapter(path, backbone=backbone_preset("tiny"))
     for k, v in adapter.state_dict().items():
-        assert torch.equal(loaded.state_dict()[k], v), k
+        assert torch.equal(loaded.state_dict()[k], v.to(torch.bfloat16)), k
     assert [p.name for p in tmp_path.iterdir()] == ["edit.safetensors"]  # no temporary file left
 
 
-def test_dtype_is_kept_and_can_be_overridden(adapter, tmp_path):
-    path = tmp_path / "bf16.safetensors"
-    save_adapter(path, adapter.to(torch.bfloat16))
-    assert next(load_adapter(path).parameters()).dtype == torch.bfloat16
-    assert next(load_adapter(path, dtype=torch.float32).parameters()).dtype == torch.float32
+def test_float32_storage_round_trips_exactly_and_the_compute_dtype_is_the_loaders_choice(adapter, tmp_path):
+    path = tmp_path / "fp32.safetensors"
+    save_adapter(path, adapter, dtype="float32")
+    assert read_adapter_info(path).dtype == "float32"
+    loaded = load_adapter(path)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in adapter.state_dict().items())
+    assert next(load_adapter(path, dtype=torch.bfloat16).parameters()).dtype == torch.bfloat16
+    bf16 = tmp_path / "bf16.safetensors"
+    save_adapter(bf16, adapter)
+    assert bf16.stat().st_size < 0.6 * path.stat().st_size
+    assert next(load_adapter(bf16).parameters()).dtype == torch.bfloat16
+    assert next(load_adapter(bf16, dtype=torch.float32).parameters()).dtype == torch.float32
+    with pytest.raises(ValueError, match="float8"):
+        save_adapter(tmp_path / "x.safetensors", adapter, dtype="float8")
 
 
 def test_failed_write_leaves_the_old_file_untouched(adapter, tmp_path, monkeypatch):

@@ -190,3 +190,26 @@ def test_an_x0_head_returns_the_velocity_its_clean_latent_implies():
         torch.testing.assert_close(x0_model(x, t, context), velocity_from_x0(x, head, t))
     with pytest.raises(ValueError, match="unknown prediction 'eps'"):
         dataclasses.replace(backbone_preset("tiny"), prediction="eps")
+
+
+def test_absolute_positions_are_an_opt_in_table_that_tells_tokens_apart():
+    plain = build_backbone(backbone_preset("toy"), seed=0)
+    placed = build_backbone(backbone_preset("toy-pos"), seed=0)
+    assert set(placed.state_dict()) - set(plain.state_dict()) == {"positions.table"}  # Wan's own keys: unchanged
+    assert placed.positions.table.shape == (8, 8, 8, 128) and placed.positions.table.std() > 0
+    x = torch.zeros(1, 16, 2, 16, 16)  # every token the same: only its position can tell it apart
+    t, ctx = torch.tensor([999.0]), torch.zeros(1, 3, 64)
+    with torch.no_grad():
+        plain.head.head.weight.normal_(0, 0.05)
+        placed.load_state_dict({**plain.state_dict(), "positions.table": placed.positions.table}, strict=True)
+        v_plain, v_placed = plain(x, t, ctx), placed(x, t, ctx)
+    tokens = lambda v: v[0, :, 0].unfold(1, 2, 2).unfold(2, 2, 2).reshape(16, 64, 4).permute(1, 0, 2)  # noqa: E731
+    assert tokens(v_plain).std(0).max() < 1e-3     # relative RoPE alone: every token predicts the same
+    assert tokens(v_placed).std(0).max() > 1e-2    # with positions: they differ
+    with pytest.raises(ValueError, match="exceeds.*windows"):
+        placed(torch.zeros(1, 16, 9, 16, 16), t, ctx)
+
+
+def test_unknown_absolute_position_kind_is_refused():
+    with pytest.raises(ValueError, match="absolute_position 'sincos'.*none.*learned"):
+        BackboneConfig(absolute_position="sincos")

@@ -13,6 +13,7 @@ decay, which measured no better (docs/decisions.md, ToyWorld):
 
     python -m bench.toyworld.pretrain --wide --out out/pretrain-wide --minutes 90   # 81 min for 8000 steps
     python -m bench.toyworld.pretrain --long --out out/pretrain-long --minutes 60   # 16000 steps, ~65 min alone
+    python -m bench.toyworld.pretrain --positions --out out/pretrain-pos --minutes 60  # 10000 steps, toy-pos
 
 Steps alternate between batches of 8-frame videos and batches of single frames (one-frame videos), as Wan is
 trained on both. Scenes come from training-split seeds only; a share of them carries a global style so that the
@@ -78,6 +79,8 @@ class PretrainConfig:
 WIDE_RECIPE = dict(preset="toy-256", steps=8_000, lr=6e-4, min_lr=2e-5, warmup=500, ema_decay=0.999)
 # The shipped preset trained longer, with a cosine decay and EMA (docs/decisions.md, ToyWorld; issue 9)
 LONG_RECIPE = dict(steps=16_000, min_lr=2e-5, ema_decay=0.999)
+# The shipped preset plus a learned absolute position embedding (issue 9: RoPE alone could not place objects)
+POSITION_RECIPE = dict(preset="toy-pos", steps=10_000, min_lr=2e-5, ema_decay=0.999)
 
 
 def train_seed(seed: int, step: int, index: int) -> int:
@@ -150,7 +153,10 @@ class _StateConfig:
         run = dataclasses.asdict(self.run)
         if run["max_objects"] == world.MAX_OBJECTS:  # the full world: states saved before the option still resume
             del run["max_objects"]
-        return {**run, "backbone": json.loads(self.backbone.to_json())}
+        backbone = json.loads(self.backbone.to_json())
+        if backbone["absolute_position"] == "none":  # as above: states saved before the option still resume
+            del backbone["absolute_position"], backbone["position_grid"]
+        return {**run, "backbone": backbone}
 
 
 def pretrain(cfg: PretrainConfig, out: Path, *, minutes: float = math.inf, save_every: int = 500,
@@ -223,12 +229,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--wide", action="store_true", help="the 4x larger recipe (toy-256, EMA, cosine decay)")
     parser.add_argument("--long", action="store_true", help="the shipped preset for 16000 steps, EMA, cosine decay")
+    parser.add_argument("--positions", action="store_true",
+                        help="the shipped preset with learned absolute positions (toy-pos), EMA, cosine decay")
     parser.add_argument("--max-objects", type=int, default=world.MAX_OBJECTS,
                         help="train on scenes of at most this many objects (a diagnostic; the world has 3)")
     parser.add_argument("--quick", action="store_true", help="a few steps on small batches (CI smoke run)")
     args = parser.parse_args()
-    if args.wide or args.long:
-        cfg = PretrainConfig(**(WIDE_RECIPE if args.wide else LONG_RECIPE), seed=args.seed)
+    recipe = WIDE_RECIPE if args.wide else LONG_RECIPE if args.long else POSITION_RECIPE if args.positions else None
+    if recipe is not None:
+        cfg = PretrainConfig(**recipe, seed=args.seed)
     else:
         cfg = PretrainConfig(steps=args.steps, seed=args.seed)
     if args.quick:

@@ -91,7 +91,8 @@ def train_variant(variant: str, *, steps: int, seed: int, models_dir: Path = MOD
     offsets = VIDEO_FRAMES - 1 if variant == "ours_time_offset" else 0
     cfg = TrainConfig(steps=steps, batch_size=data.batch_size, lr=1e-3, warmup_steps=100, ema_decay=0.995,
                       context_dropout=0.1, seed=seed, max_frame_offset=offsets,
-                      gate_loss=GATE_LOSS if variant == "gate_loss" else 0.0)
+                      gate_loss=GATE_LOSS if variant == "gate_loss" else 0.0,
+                      save_dtype="float32")  # ToyWorld evaluates in float32, as its backbone runs
     out = out or output_path(variant, models_dir=models_dir, runs_dir=runs_dir)
     start = time.perf_counter()
     result = train_adapter(runner, data, cfg, out_path=out, extra_parameters=extra,

@@ -6,6 +6,7 @@ Metadata keys (all strings, as safetensors requires):
     adapter_config    AdapterConfig as JSON
     backbone          BackboneConfig of the backbone it was trained on, as JSON
     training          free-form JSON summary (steps, data, loss, ...)
+    dtype             the stored weights' dtype ("bfloat16" by default; files before it: float32)
 A file is identified by this metadata, never by its keys. Writes are atomic (temporary file, then rename).
 """
 
@@ -26,6 +27,8 @@ from .config import AdapterConfig, BackboneConfig
 FORMAT_NAME = "imvideoedit-adapter"
 FORMAT_VERSION = 1
 STATE_FORMAT = "imvideoedit-train-state"  # the trainer's resume state (training.py), never an adapter
+STORAGE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DEFAULT_STORAGE = "bfloat16"  # half the bytes of float32; the adapter computes in whatever dtype it is loaded into
 
 
 class AdapterFileError(ValueError):
@@ -38,6 +41,7 @@ class AdapterFileInfo:
     adapter_config: AdapterConfig
     backbone_config: BackboneConfig
     training: dict = field(default_factory=dict)
+    dtype: str = "float32"  # how the weights are stored
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
@@ -46,17 +50,28 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, 
     atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata=metadata))
 
 
+def storage_dtype(name: str) -> torch.dtype:
+    if name not in STORAGE_DTYPES:
+        raise ValueError(f"adapter files store {sorted(STORAGE_DTYPES)}, not {name!r}")
+    return STORAGE_DTYPES[name]
+
+
 def save_adapter(path: str | Path, adapter: ImVideoEditAdapter, *, training: dict | None = None,
-                 state_dict: dict[str, torch.Tensor] | None = None) -> None:
-    """Save ``adapter`` (or ``state_dict``, e.g. EMA weights of the same shape) with its metadata."""
+                 state_dict: dict[str, torch.Tensor] | None = None, dtype: str = DEFAULT_STORAGE) -> None:
+    """Save ``adapter`` (or ``state_dict``, e.g. EMA weights of the same shape) with its metadata, its weights
+    stored as ``dtype`` (bfloat16 by default)."""
+    target = storage_dtype(dtype)
     metadata = {
         "format": FORMAT_NAME,
         "format_version": str(FORMAT_VERSION),
         "adapter_config": adapter.config.to_json(),
         "backbone": adapter.backbone_config.to_json(),
         "training": json.dumps(training or {}, sort_keys=True),
+        "dtype": dtype,
     }
-    atomic_save_safetensors(state_dict if state_dict is not None else adapter.state_dict(), path, metadata)
+    weights = state_dict if state_dict is not None else adapter.state_dict()
+    atomic_save_safetensors({k: v.to(target) if v.is_floating_point() else v for k, v in weights.items()}, path,
+                            metadata)
 
 
 def read_adapter_info(path: str | Path) -> AdapterFileInfo:
@@ -84,7 +99,7 @@ def read_adapter_info(path: str | Path) -> AdapterFileInfo:
     try:
         return AdapterFileInfo(path=path, adapter_config=AdapterConfig.from_json(meta["adapter_config"]),
                                backbone_config=BackboneConfig.from_json(meta["backbone"]),
-                               training=json.loads(meta.get("training", "{}")))
+                               training=json.loads(meta.get("training", "{}")), dtype=meta.get("dtype", "float32"))
     except (KeyError, json.JSONDecodeError, TypeError) as err:
         raise AdapterFileError(f"{path.name} has damaged adapter metadata ({err!r}); re-export the adapter") from err
 
@@ -107,7 +122,9 @@ def check_compatible(info: AdapterFileInfo, backbone: BackboneConfig) -> None:
 
 def load_adapter(path: str | Path, *, backbone: BackboneConfig | None = None, device="cpu",
                  dtype: torch.dtype | None = None, operations=TORCH_OPERATIONS) -> ImVideoEditAdapter:
-    """Build the adapter the file describes and load its weights; checks fit against ``backbone`` if given."""
+    """Build the adapter the file describes and load its weights; checks fit against ``backbone`` if given.
+
+    ``dtype``: the dtype to compute in (default: as stored); a host passes its model's compute dtype."""
     info = read_adapter_info(path)
     if backbone is not None:
         check_compatible(info, backbone)

@@ -140,6 +140,26 @@ class TokenState:
     time_embedding: torch.Tensor  # e: (B, dim), for the head
 
 
+class AbsolutePositions(nn.Module):
+    """A learned embedding of every token position (frame, row, column) within the clip (not part of Wan)."""
+
+    def __init__(self, dim: int, grid: tuple[int, int, int], device=None, dtype=None):
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(*grid, dim, device=device, dtype=dtype))  # (F, H, W, dim)
+
+    def forward(self, grid: tuple[int, int, int]) -> torch.Tensor:
+        """(F*H*W, dim) for a token grid (F, H, W) within the covered one."""
+        if any(n > m for n, m in zip(grid, self.table.shape)):
+            raise ValueError(f"token grid {grid} exceeds the {tuple(self.table.shape[:3])} frames, rows and "
+                             "columns this backbone's position embedding covers: edit shorter or smaller clips "
+                             "(e.g. in windows)")
+        f, h, w = grid
+        return self.table[:f, :h, :w].reshape(f * h * w, -1)
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.table, std=0.02)
+
+
 class WanDiT(nn.Module):
     def __init__(self, cfg: BackboneConfig, device=None, dtype=None):
         super().__init__()
@@ -155,6 +175,8 @@ class WanDiT(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, 6 * cfg.dim, **kw))
         self.blocks = nn.ModuleList(WanBlock(cfg, **kw) for _ in range(cfg.num_layers))
         self.head = Head(cfg, **kw)
+        self.positions = (AbsolutePositions(cfg.dim, cfg.position_grid, **kw) if cfg.absolute_position == "learned"
+                          else None)
 
     def init_weights(self) -> None:
         """Wan's initialisation (xavier linears, small text/time embeddings, zero head) for training from scratch."""
@@ -167,6 +189,8 @@ class WanDiT(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, std=0.02)
         nn.init.zeros_(self.head.head.weight)
+        if self.positions is not None:
+            self.positions.reset_parameters()
 
     # -- the three stages of a forward pass; the two-stream runner calls them separately --
 
@@ -178,6 +202,8 @@ class WanDiT(nn.Module):
         tokens = self.patch_embedding(x.to(self.patch_embedding.weight.dtype))  # (B, dim, F', H', W')
         grid = tuple(tokens.shape[2:])
         tokens = rearrange(tokens, "b d f h w -> b (f h w) d")
+        if self.positions is not None:  # positions within the clip (a window starts at frame 0)
+            tokens = tokens + self.positions(grid).to(tokens.dtype)
         e = self.time_embedding(timestep_features(t, cfg.freq_dim).to(tokens.dtype))  # (B, dim)
         e0 = self.time_projection(e).unflatten(1, (6, cfg.dim))                 # (B, 6, dim)
         ctx = BlockContext(modulation=e0, context=self.text_embedding(context.to(tokens.dtype)),

@@ -15,6 +15,7 @@ T = TypeVar("T")
 
 WAN21_FAMILY = "wan2.1-t2v"
 PREDICTIONS = ("velocity", "x0")
+ABSOLUTE_POSITIONS = ("none", "learned")
 GATE_MODES = ("text", "blind", "none")
 
 
@@ -53,6 +54,12 @@ class BackboneConfig:
     # what the head predicts: "velocity" (Wan) or "x0", the clean latent, turned into the same velocity by
     # forward() (docs/decisions.md, ToyWorld: small models denoise pixel-like latents better that way)
     prediction: str = "velocity"
+    # "learned": add learned embeddings of each token's frame, row and column in the clip (at most
+    # ``position_grid``) to the patch embedding. Wan has none (3D RoPE is relative only); a small model trained
+    # briefly cannot infer absolute positions from relative ones, so ToyWorld's backbone needs them to place
+    # objects (docs/decisions.md, ToyWorld)
+    absolute_position: str = "none"
+    position_grid: tuple[int, int, int] = (8, 8, 8)  # token frames, rows, columns the learned embeddings cover
 
     def __post_init__(self) -> None:
         if self.dim % self.num_heads:
@@ -63,6 +70,9 @@ class BackboneConfig:
             raise ValueError(f"patch_size must be (frames, height, width), got {self.patch_size}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction {self.prediction!r}; choose one of {PREDICTIONS}")
+        if self.absolute_position not in ABSOLUTE_POSITIONS:
+            raise ValueError(f"unknown absolute_position {self.absolute_position!r}; choose one of "
+                             f"{ABSOLUTE_POSITIONS}")
 
     @property
     def head_dim(self) -> int:
@@ -131,6 +141,9 @@ BACKBONE_PRESETS: dict[str, BackboneConfig] = {
     "toy": BackboneConfig(dim=128, ffn_dim=384, freq_dim=64, text_dim=64, num_heads=4, num_layers=4),
     # ToyWorld experiment: 4x the parameters, Wan's 128-wide heads (docs/decisions.md, ToyWorld)
     "toy-256": BackboneConfig(dim=256, ffn_dim=768, freq_dim=64, text_dim=64, num_heads=2, num_layers=4),
+    # ToyWorld: "toy" with absolute positions (issue 9: a RoPE-only toy cannot even memorise one video)
+    "toy-pos": BackboneConfig(dim=128, ffn_dim=384, freq_dim=64, text_dim=64, num_heads=4, num_layers=4,
+                              absolute_position="learned"),
     # real sizes (FLOP counting on the meta device, and real checkpoints)
     "wan2.1-t2v-1.3b": BackboneConfig(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30),
     "wan2.1-t2v-14b": BackboneConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
@@ -140,6 +153,7 @@ ADAPTER_PRESETS: dict[str, AdapterConfig] = {
     "tiny": AdapterConfig(inner_dim=32, num_heads=2, gate_dim=8, time_freq_dim=16),
     "toy": AdapterConfig(inner_dim=64, num_heads=2, gate_dim=16, time_freq_dim=32),
     "toy-256": AdapterConfig(inner_dim=64, num_heads=2, gate_dim=16, time_freq_dim=32),
+    "toy-pos": AdapterConfig(inner_dim=64, num_heads=2, gate_dim=16, time_freq_dim=32),
     "wan2.1-t2v-1.3b": AdapterConfig(inner_dim=384, num_heads=3, gate_dim=64),
     "wan2.1-t2v-14b": AdapterConfig(inner_dim=1280, num_heads=10, gate_dim=64),
 }

@@ -24,7 +24,8 @@ from safetensors import safe_open
 from ..edit.sampling import noised, pad_contexts, shift_sigma
 from ..edit.streams import StreamOutput
 from ..model.adapter import ImVideoEditAdapter
-from ..model.adapter_file import STATE_FORMAT, atomic_save_safetensors, save_adapter
+from ..model.adapter_file import (DEFAULT_STORAGE, STATE_FORMAT, STORAGE_DTYPES, atomic_save_safetensors,
+                                  save_adapter)
 from .pair_batches import batch_indices, collate
 from .pair_dataset import ImagePair, PairDataset
 
@@ -52,6 +53,7 @@ class TrainConfig:
     gate_loss: float = 0.0       # weight of the auxiliary loss that teaches the gate where the pair differs; 0 = off
     seed: int = 0
     save_every: int = 0          # write the adapter and resume state every N steps; 0 = at the end only
+    save_dtype: str = DEFAULT_STORAGE  # the adapter file's weights (the resume state keeps float32)
 
     def __post_init__(self) -> None:
         checks = [(self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
@@ -63,7 +65,9 @@ class TrainConfig:
                   (self.sigma_shift > 0, f"sigma_shift must be positive, got {self.sigma_shift}"),
                   (self.max_frame_offset >= 0, f"max_frame_offset must be >= 0, got {self.max_frame_offset}"),
                   (self.gate_loss >= 0, f"gate_loss must be >= 0 (0 = off), got {self.gate_loss}"),
-                  (self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}")]
+                  (self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}"),
+                  (self.save_dtype in STORAGE_DTYPES,
+                   f"save_dtype must be one of {sorted(STORAGE_DTYPES)}, got {self.save_dtype!r}")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
@@ -294,7 +298,7 @@ def _save(out: Path, adapter: ImVideoEditAdapter, optimizer, ema: EMA | None, st
                "world_size": distributed_info()[1], "recent_loss": sum(window) / max(len(window), 1)}
     weights = ema.shadow if ema is not None else None
     save_train_state(state_path(out), adapter, optimizer, ema, step, dataclasses.asdict(cfg))
-    save_adapter(out, adapter, training=summary, state_dict=weights)
+    save_adapter(out, adapter, training=summary, state_dict=weights, dtype=cfg.save_dtype)
 
 
 @dataclass

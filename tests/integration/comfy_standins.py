@@ -19,14 +19,17 @@ class StandInVAE:
 
 
 class StandInCLIP:
-    """Text -> a (1, 5, 32) context, deterministic per text (stands in for umT5)."""
+    """Text -> a (1, 5, dim) context, deterministic per text (stands in for umT5, whose dim is 4096)."""
+
+    def __init__(self, dim: int = 32):
+        self.dim = dim
 
     def tokenize(self, text: str) -> str:
         return text
 
     def encode_from_tokens_scheduled(self, tokens: str, show_pbar: bool = True) -> list:
         seed = sum(tokens.encode()) % 10_000
-        return [[torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(seed)), {}]]
+        return [[torch.randn(1, 5, self.dim, generator=torch.Generator().manual_seed(seed)), {}]]
 
 
 class StandInCodecVAE(StandInVAE):
@@ -37,3 +40,15 @@ class StandInCodecVAE(StandInVAE):
         rgb = rgb.repeat_interleave(4, dim=1)[:, 3:]                                       # 4(F-1)+1 frames
         rgb = rgb.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)
         return rgb.sigmoid()
+
+
+def ffn_lora(cfg, *, scale: float, rank: int = 4, seed: int = 9) -> dict[str, torch.Tensor]:
+    """A random LoRA on every block's FFN input projection, in ComfyUI's generic key format, for a backbone
+    config ``cfg`` (num_layers, dim, ffn_dim)."""
+    gen = torch.Generator().manual_seed(seed)
+    lora = {}
+    for i in range(cfg.num_layers):
+        key = f"diffusion_model.blocks.{i}.ffn.0"
+        lora[f"{key}.lora_up.weight"] = torch.randn(cfg.ffn_dim, rank, generator=gen) * scale
+        lora[f"{key}.lora_down.weight"] = torch.randn(rank, cfg.dim, generator=gen) * scale
+    return lora

@@ -10,7 +10,6 @@ fixture (and `launch_comfyui` for a prepared base directory) runs a real ComfyUI
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import socket
@@ -30,13 +29,15 @@ SKIP_REASON = ("ComfyUI integration tier SKIPPED: COMFYUI_DIR is not set (point 
 
 
 SOAK_REASON = "soak run SKIPPED: set IMVE_SOAK=1 to run it (about a minute; README, 'Testing with ComfyUI')"
+REALDIM_REASON = ("real-dimension tier SKIPPED: set IMVE_REALDIM=1 to run it (minutes, ~10 GB of memory and disk; "
+                  "README, 'Testing with ComfyUI')")
 
 
 def pytest_collection_modifyitems(config, items):
-    soak = pytest.mark.skip(reason=SOAK_REASON)
-    for item in items:
-        if "soak" in item.keywords and not os.environ.get("IMVE_SOAK"):
-            item.add_marker(soak)
+    for marker, variable, reason in (("soak", "IMVE_SOAK", SOAK_REASON), ("realdim", "IMVE_REALDIM", REALDIM_REASON)):
+        for item in items:
+            if marker in item.keywords and not os.environ.get(variable):
+                item.add_marker(pytest.mark.skip(reason=reason))
     if COMFYUI_DIR:
         return
     skip = pytest.mark.skip(reason=SKIP_REASON)
@@ -48,30 +49,8 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def comfyui(tmp_path_factory) -> types.SimpleNamespace:
     """ComfyUI imported in-process (CPU) with its folders in a temporary base directory, and this pack loaded."""
-    comfy_dir = str(Path(COMFYUI_DIR).resolve())
-    sys.path.insert(0, comfy_dir)  # first: ComfyUI's top-level `nodes` module must win over this repo's nodes/
-    from comfy.cli_args import args
-    args.cpu = True
-    import comfy.model_management  # noqa: F401  (after args.cpu)
-    import folder_paths
-
-    base = tmp_path_factory.mktemp("comfy_base")
-    folder_paths.models_dir = str(base / "models")
-    folder_paths.set_input_directory(str(base / "input"))
-    folder_paths.set_output_directory(str(base / "output"))
-    for sub in ("input", "output", "models/imvideoedit"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    spec = importlib.util.spec_from_file_location("imvideoedit_pack", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["imvideoedit_pack"] = pack
-    spec.loader.exec_module(pack)
-    import asyncio
-    extension = asyncio.run(pack.comfy_entrypoint())
-    nodes = asyncio.run(extension.get_node_list())
-    folder_paths.folder_names_and_paths["imvideoedit"] = ([str(base / "models" / "imvideoedit")], {".safetensors"})
-    return types.SimpleNamespace(pack=pack, nodes={n.define_schema().node_id: n for n in nodes}, base=base,
-                                 folder_paths=folder_paths)
+    from bench.comfy_inprocess import start_comfyui
+    return start_comfyui(tmp_path_factory.mktemp("comfy_base"))
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from comfy_standins import StandInCLIP, StandInVAE  # noqa: F401  (imported from here by other tests)
+from comfy_standins import StandInCLIP, StandInVAE, ffn_lora  # noqa: F401  (StandIn*: imported from here too)
 from tiny import randomize
 from imvideoedit_core.model.adapter import build_adapter
 from imvideoedit_core.model.adapter_file import save_adapter
@@ -44,7 +44,8 @@ def tiny_wan(comfyui, tmp_path_factory):
 @pytest.fixture(scope="module")
 def adapter_file(comfyui):
     adapter = randomize(build_adapter(adapter_preset("tiny"), TINY, seed=0), seed=2, std=0.2)
-    save_adapter(comfyui.base / "models" / "imvideoedit" / "tiny_edit.safetensors", adapter)
+    # float32: the exact reference the host is compared against (files default to bf16; tested on their own)
+    save_adapter(comfyui.base / "models" / "imvideoedit" / "tiny_edit.safetensors", adapter, dtype="float32")
     return adapter
 
 
@@ -269,12 +270,7 @@ def _sample(model, latent, positive, negative, seed=3):
 def test_loras_apply_before_or_after_the_adapter(comfyui, tiny_wan, adapter_file):
     import comfy.sd
     model, _ = tiny_wan
-    gen = torch.Generator().manual_seed(9)
-    lora = {}
-    for i in range(TINY.num_layers):  # a LoRA on the FFN input projections, in ComfyUI's generic key format
-        key = f"diffusion_model.blocks.{i}.ffn.0"
-        lora[f"{key}.lora_up.weight"] = torch.randn(TINY.ffn_dim, 4, generator=gen) * 0.2
-        lora[f"{key}.lora_down.weight"] = torch.randn(4, TINY.dim, generator=gen) * 0.2
+    lora = ffn_lora(TINY, scale=0.2)  # on the FFN input projections, in ComfyUI's generic key format
     latent = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(8))
     positive, negative, _, _ = conditioning(comfyui, latent)
     with_lora, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)
@@ -357,3 +353,28 @@ def test_load_video_frames_from_a_video_socket(comfyui):
         video="unused.mp4", fps=0.0, max_frames=0, skip_first=0, every_nth=2, resize_to_multiple=16,
         video_input=InputImpl.VideoFromFile(str(path))))
     assert frames.shape == (3, 32, 48, 3) and count == 3 and fps == pytest.approx(3.0)
+
+
+def test_the_adapter_computes_and_caches_in_the_models_compute_dtype(comfyui, tiny_wan, adapter_file, monkeypatch):
+    from imvideoedit_pack.nodes import host
+    model, _ = tiny_wan
+    save_adapter(comfyui.base / "models" / "imvideoedit" / "tiny_bf16.safetensors", adapter_file)
+    holder = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="tiny_bf16.safetensors"))[0]
+    assert holder.info.dtype == "bfloat16" and holder.dtype == torch.bfloat16   # files store bf16 by default
+    assert host.compute_dtype(model) == torch.float32                          # ComfyUI on a CPU computes in fp32
+    as_fp32 = holder.in_dtype(torch.float32)
+    assert as_fp32.dtype == torch.float32 and holder.in_dtype(torch.float32) is as_fp32  # one copy, made once
+    assert holder.dtype == torch.bfloat16                                        # the loaded adapter is untouched
+    monkeypatch.setattr(model.model, "manual_cast_dtype", torch.bfloat16)        # as with fp8 weights on a GPU
+    patched = output(comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=holder, strength=1.0,
+                                                             source_cache="device"))[0]
+    wrapper = host.find_wrapper(patched)
+    assert wrapper.holder.dtype == torch.bfloat16
+    latent = torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(8))
+    positive, negative, _, _ = conditioning(comfyui, latent)
+    monkeypatch.setattr(model.model, "manual_cast_dtype", None)                  # sample on the CPU in fp32
+    output(comfyui.nodes["IMVESampler"].execute(model=patched, positive=positive, negative=negative,
+                                              latent={"samples": latent}, seed=0, steps=1, cfg=2.0, shift=3.0,
+                                              strength=1.0, solver="euler", source_cache="device"))
+    caches = list(wrapper._caches.values())
+    assert caches and all(kv.k.dtype == torch.bfloat16 for c in caches for kv in c.blocks.values())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfy_standins import StandInCLIP, StandInVAE
+from comfy_standins import StandInCLIP, StandInVAE, ffn_lora
 from test_comfyui_inprocess import TINY, _write_pairs, adapter_file, output, tiny_wan  # noqa: F401 (fixtures)
 from tiny import randomize
 from imvideoedit_core.model.adapter import build_adapter
@@ -64,13 +64,7 @@ def test_a_lora_on_the_model_is_in_the_training_loss(comfyui, tiny_wan):
     import comfy.sd
     from imvideoedit_pack.nodes.host import ComfyAdaptedModel
     model, _ = tiny_wan
-    gen = torch.Generator().manual_seed(9)
-    lora = {}
-    for i in range(TINY.num_layers):
-        key = f"diffusion_model.blocks.{i}.ffn.0"
-        lora[f"{key}.lora_up.weight"] = torch.randn(TINY.ffn_dim, 4, generator=gen) * 0.2
-        lora[f"{key}.lora_down.weight"] = torch.randn(4, TINY.dim, generator=gen) * 0.2
-    with_lora, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)
+    with_lora, _ = comfy.sd.load_lora_for_models(model, None, ffn_lora(TINY, scale=0.2), 1.0, 0)
     _, plain_loss, _ = loss_and_grads(ComfyAdaptedModel(model, adapter()), gate_grad=False)
     _, lora_loss, _ = loss_and_grads(ComfyAdaptedModel(with_lora, adapter()), gate_grad=False)
     assert abs(lora_loss - plain_loss) > 1e-3 * abs(plain_loss), (lora_loss, plain_loss)
