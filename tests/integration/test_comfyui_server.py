@@ -41,7 +41,9 @@ def test_every_imve_node_is_listed_and_the_pack_imported_cleanly(server):
     listed = {k for k in server["object_info"] if k.startswith("IMVE")}
     assert listed == set(catalog().NODE_IDS.values())
     log = server["log"].read_text()
-    assert "IMPORT FAILED" not in log and "Error while calling comfy_entrypoint" not in log
+    problems = ("IMPORT FAILED", "Cannot import", "Error while calling comfy_entrypoint")
+    ours = [line for line in log.splitlines() if any(p in line for p in problems) and "imvideoedit" in line.lower()]
+    assert not ours, ours  # ComfyUI's own optional nodes may fail on a CPU-only torch (e.g. 0.26's nodes_glsl)
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
