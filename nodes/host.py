@@ -167,10 +167,11 @@ class SourceStreamWrapper:
         def record(latent: torch.Tensor, into: SourceCache) -> SourceCache:
             call = AdaptedCall(self.holder.adapter, token_grid(latent.shape, self.patch_size), into, recording=True)
             zeros = torch.zeros(latent.shape[0], device=latent.device)
-            # the unwrapped forward; with gradients on (training) only the adapter's projections keep a graph:
-            # nothing of the frozen backbone requires gradients
-            executor.original(self.process_latent_in(latent), zeros, context, clip_fea, time_dim_concat,
-                              {**options, STATE_KEY: call}, **kwargs)
+            # the unwrapped forward; a training forward keeps a graph for the adapter's projections only (nothing
+            # of the frozen backbone requires gradients); sampling keeps none, whatever the caller's grad mode
+            with torch.set_grad_enabled(torch.is_grad_enabled() and TRAINING_OPTION in options):
+                executor.original(self.process_latent_in(latent), zeros, context, clip_fea, time_dim_concat,
+                                  {**options, STATE_KEY: call}, **kwargs)
             return into
 
         cache = record(source, SourceCache(placement))

@@ -107,3 +107,24 @@ def test_out_of_memory_in_training_says_what_to_change_and_writes_nothing(comfyu
             resume=False, gradient_checkpointing="off")
     folder = comfyui.base / "models" / "imvideoedit"
     assert not [p.name for p in folder.iterdir() if p.name.startswith("oom")]
+
+
+def test_sampling_with_gradients_on_caches_no_autograd_graph(comfyui, tiny_wan, adapter_file):
+    """A sampler that runs with gradients on (as a custom node may) must not keep the source's graph alive."""
+    import comfy.model_management
+    import comfy.patcher_extension
+    from imvideoedit_pack.nodes import host
+    from test_comfyui_inprocess import patched_model
+    model, _ = tiny_wan
+    patched, _ = patched_model(comfyui, model)
+    comfy.model_management.load_models_gpu([patched])
+    g = torch.Generator().manual_seed(8)
+    x, source, context = torch.randn(1, 16, 2, 8, 8, generator=g), torch.randn(1, 16, 2, 8, 8, generator=g), \
+        torch.randn(1, 5, TINY.text_dim, generator=g)
+    options = {**patched.model_options["transformer_options"], "sample_sigmas": object(), "cond_or_uncond": [0],
+               "wrappers": comfy.patcher_extension.copy_nested_dicts(patched.wrappers)}
+    with torch.inference_mode(False), torch.enable_grad():
+        patched.model.apply_model(x, torch.tensor([0.5]), c_crossattn=context, transformer_options=options,
+                                  **{host.SOURCE_COND: source})
+    caches = list(host.find_wrapper(patched)._caches.values())
+    assert caches and all(kv.k.grad_fn is None for c in caches for kv in c.blocks.values())
