@@ -32,8 +32,8 @@ AUTO_CHECKPOINT_DIM = 1536  # "auto" checkpoints every real Wan 2.1 size (1.3B: 
 def checkpointing_input() -> io.Combo.Input:
     return io.Combo.Input("gradient_checkpointing", options=list(CHECKPOINTING), default="auto", optional=True,
                           tooltip="Recompute the frozen blocks in the backward pass instead of keeping their "
-                                  "activations: much less memory, about a third more time per step. auto: on for "
-                                  "every real Wan 2.1 size, off for tiny test models")
+                                  "activations: much less memory, one more forward of the frozen blocks per step. "
+                                  "auto: on for every real Wan 2.1 size, off for tiny test models")
 
 
 def use_checkpointing(choice: str, model) -> bool:
