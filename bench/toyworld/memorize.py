@@ -1,12 +1,14 @@
-"""Can a ToyWorld backbone memorise ONE video? The cheapest test that the recipe can generate at all.
+"""Can a ToyWorld backbone memorise ONE video (or a few)? The cheapest test that the recipe can generate at all.
 
     python -m bench.toyworld.memorize --preset toy       # the shipped architecture (RoPE only): ~4 min
     python -m bench.toyworld.memorize --preset toy-pos   # with learned absolute positions
+    python -m bench.toyworld.memorize --preset toy-pos --clips 8 --steps 1500   # where memorising stops working
 
-A fresh backbone and text encoder are trained with the pretraining loss on a single 8-frame clip (one object on a
-checkered background) and its caption, then sampled from that caption with the evaluation sampler. A generator
-should reproduce its only training example; the printed scores are the judge's generation statistics of the sample
-and its mean absolute error to the clip. Nothing is written.
+A fresh backbone and text encoder are trained with the pretraining loss on ``--clips`` 8-frame clips (the first
+one: one object on a checkered background; the others random training-split scenes) and their captions, then
+sampled from those captions with the evaluation sampler (at most 8 of them). A generator should reproduce its
+training examples; the printed scores are the judge's generation statistics of the samples and their mean absolute
+error to the clips. Nothing is written.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from .pretrain import _Both, flow_loss
 SCENE_SEED = 12_345  # "a green square on a checkered background", moving
 
 
-def memorise(preset: str, *, steps: int, batch: int = 8, lr: float = 5e-4, seed: int = 0) -> dict:
+def memorise(preset: str, *, steps: int, clips: int = 1, batch: int = 8, lr: float = 5e-4, seed: int = 0) -> dict:
     torch.manual_seed(seed)
-    scene = world.random_scene(np.random.default_rng(SCENE_SEED), size=FRAME_SIZE, frames=8, max_objects=1)
-    caption, truth = world.caption(scene), world.render(scene).frames          # truth (8, 32, 32, 3)
-    latent = CODEC.encode(truth)                                                  # (1, 16, 8, 16, 16)
+    scenes = [world.random_scene(np.random.default_rng(SCENE_SEED + i), size=FRAME_SIZE, frames=8,
+                                 max_objects=1 if i == 0 else world.MAX_OBJECTS) for i in range(clips)]
+    captions = [world.caption(s) for s in scenes]
+    truths = [world.render(s).frames for s in scenes]                              # (8, 32, 32, 3) each
+    latents = torch.cat([CODEC.encode(t) for t in truths])                       # (N, 16, 8, 16, 16)
     backbone = new_backbone(seed, preset)
     models = ToyModels(backbone=backbone, text_encoder=new_text_encoder(seed, backbone.config))
     both = _Both(models)
@@ -40,20 +44,24 @@ def memorise(preset: str, *, steps: int, batch: int = 8, lr: float = 5e-4, seed:
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 100)
-        loss = flow_loss(models, latent.repeat(batch, 1, 1, 1, 1), [caption] * batch,
-                         torch.Generator().manual_seed(step))
+        pick = torch.randint(clips, (batch,), generator=torch.Generator().manual_seed(10_000 + step))
+        loss = flow_loss(models, latents[pick], [captions[i] for i in pick], torch.Generator().manual_seed(step))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(both.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
-    result = {"preset": preset, "caption": caption, "steps": steps, "seconds": round(time.perf_counter() - start),
-              "final_loss": sum(losses[-50:]) / len(losses[-50:])}
+    result = {"preset": preset, "clips": clips, "caption": captions[0], "steps": steps,
+              "seconds": round(time.perf_counter() - start), "final_loss": sum(losses[-50:]) / len(losses[-50:])}
+    shown = min(clips, 8)
     for cfg_scale in (1.0, 3.0):
-        video = sample_videos(models, [caption], EvalConfig(cfg=cfg_scale), start=torch.zeros_like(latent))[0]
+        videos = sample_videos(models, captions[:shown], EvalConfig(cfg=cfg_scale),
+                               start=torch.zeros_like(latents[:shown]))
         stats = judge.GenerationStats()
-        stats += judge.generation_stats(video, scene)
-        result[f"cfg {cfg_scale:g}"] = {"mae": (video - truth).abs().mean().item(), **stats.scores()}
+        for video, scene in zip(videos, scenes):
+            stats += judge.generation_stats(video, scene)
+        mae = sum((v - t).abs().mean().item() for v, t in zip(videos, truths)) / shown
+        result[f"cfg {cfg_scale:g}"] = {"mae": mae, **stats.scores()}
     return result
 
 
@@ -61,9 +69,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="toy")
     parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--clips", type=int, default=1, help="how many clips to memorise (the first is fixed)")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    print(json.dumps(memorise(args.preset, steps=args.steps), indent=1))
+    print(json.dumps(memorise(args.preset, steps=args.steps, clips=args.clips), indent=1))
 
 
 if __name__ == "__main__":
