@@ -211,6 +211,7 @@ def main() -> None:
 def measure_all(comfyui, *, formats: tuple[str, ...]) -> list[dict]:
     """Write the files, a random 1.3B adapter and a pair folder into ComfyUI's base; measure every format."""
     import dataclasses
+    # the integration tier's stand-in VAE and umT5 (no real ones can be downloaded here)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
     from comfy_standins import StandInCLIP, StandInVAE
     from imvideoedit_core.model.adapter import build_adapter

@@ -56,6 +56,7 @@ class SourceCache:
         self.branches = branches
         self.blocks: dict[int, SourceKV] = {}
         self._prefetched: dict[int, SourceKV] = {}
+        self._pin = False  # set once features arrive from a GPU: host copies are then pinned
 
     def put(self, block: int, kv: SourceKV) -> None:
         self.blocks[block] = self._place(kv)
@@ -63,9 +64,9 @@ class SourceCache:
     def _place(self, kv: SourceKV) -> SourceKV:
         if self.placement != "cpu":
             return kv
-        on_gpu = kv.k.is_cuda
+        self._pin = self._pin or kv.k.is_cuda
         kv = kv.to("cpu")
-        return kv.pin_memory() if on_gpu else kv  # pinned: the copies back can overlap compute
+        return kv.pin_memory() if self._pin else kv  # pinned: the copies back can overlap compute
 
     def add_shared(self, shared: "SourceCache", *, batch: int) -> None:
         """Append the edited keyframes' features (``shared``, batch B*K) to every frame's (keyframe sharing)."""

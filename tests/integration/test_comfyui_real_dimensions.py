@@ -4,9 +4,9 @@ then Apply Adapter -> IMVE Sampler, Train Adapter and Tune On Keyframe (2 steps 
 
 Asserts that every combination runs and that training and tuning hold no second backbone: what they add to the
 loaded model is the adapter's fp32 training state, plus what ComfyUI itself adds when gradients flow through its
-model (measured without the pack: with scaled fp8 on a CPU it dequantizes weights for the backward, about 2.6 GiB
-at 1.3B), plus less than half the backbone's size for activations. A LoRA
-applied before the adapter must change the training loss. `bench/realdim.py` prints the same measurements."""
+model (measured without the pack in the same run: with scaled fp8 on a CPU it dequantizes weights for the backward,
+several GiB at 1.3B), plus less than half the backbone's size for activations. A LoRA applied before the adapter
+must change the training loss. `bench/realdim.py` prints the same measurements."""
 
 from __future__ import annotations
 
