@@ -233,6 +233,8 @@ def main() -> None:
                         help="the shipped preset with learned absolute positions (toy-pos), EMA, cosine decay")
     parser.add_argument("--max-objects", type=int, default=world.MAX_OBJECTS,
                         help="train on scenes of at most this many objects (a diagnostic; the world has 3)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="the peak learning rate (default: the recipe's; it decays to the recipe's min_lr)")
     parser.add_argument("--quick", action="store_true", help="a few steps on small batches (CI smoke run)")
     args = parser.parse_args()
     recipe = WIDE_RECIPE if args.wide else LONG_RECIPE if args.long else POSITION_RECIPE if args.positions else None
@@ -243,6 +245,10 @@ def main() -> None:
     if args.quick:
         cfg = PretrainConfig(steps=min(args.steps, 20), video_batch=2, image_batch=4, warmup=5, seed=args.seed)
     cfg = dataclasses.replace(cfg, max_objects=args.max_objects)
+    if args.lr is not None:
+        if not args.lr > 0:
+            raise SystemExit(f"--lr {args.lr}: the learning rate must be positive")
+        cfg = dataclasses.replace(cfg, lr=args.lr, min_lr=min(cfg.min_lr, args.lr))
     torch.set_num_threads(2)
     print(json.dumps(pretrain(cfg, args.out, minutes=args.minutes, save_every=args.save_every)))
 
