@@ -58,7 +58,8 @@ def memorise(preset: str, *, steps: int, clips: int = 1, batch: int = 8, lr: flo
         torch.nn.utils.clip_grad_norm_(both.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
-    result = {"preset": preset, "overrides": overrides or {}, "lr": lr, "clips": clips, "caption": captions[0], "steps": steps,
+    result = {"preset": preset, "overrides": overrides or {}, "lr": lr, "clips": clips,
+              "parameters": sum(p.numel() for p in both.parameters()), "caption": captions[0], "steps": steps,
               "seconds": round(time.perf_counter() - start), "final_loss": sum(losses[-50:]) / len(losses[-50:])}
     shown = min(clips, 8)
     for cfg_scale in (1.0, 3.0):
