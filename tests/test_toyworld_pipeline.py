@@ -13,6 +13,7 @@ from bench.toyworld.evaluate import METRICS
 from bench.toyworld.models import BACKBONE_FILE, TEXT_FILE
 from bench.toyworld.pipeline import run
 from bench.toyworld.pretrain import STATE_FILE, PretrainConfig, pretrain
+from bench.toyworld.pretrain import main as pretrain_main
 from bench.toyworld.train_adapter import VARIANTS
 
 SYSTEMS = {"ours", "per_frame", "regenerate_0.5", "regenerate_0.75", "oracle", "no_gate", "blind_gate", "unfrozen",
@@ -52,3 +53,15 @@ def test_pretraining_refuses_to_continue_a_run_with_other_settings(tmp_path):
     pretrain(PretrainConfig(steps=2, video_batch=1, image_batch=2, warmup=1), tmp_path)
     with pytest.raises(ValueError, match="steps differ.*another --out"):
         pretrain(PretrainConfig(steps=3, video_batch=1, image_batch=2, warmup=1), tmp_path)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "nope"], "--preset: unknown backbone preset 'nope'"),
+    (["--positions", "--steps", "100"], "--steps 100: a run must be longer than its 200 warm-up steps"),
+    (["--lr", "0"], "--lr 0.0: the learning rate must be positive"),
+])
+def test_pretraining_command_line_names_a_bad_setting_before_training(tmp_path, monkeypatch, argv, message):
+    monkeypatch.setattr("sys.argv", ["pretrain", "--out", str(tmp_path), *argv])
+    with pytest.raises(SystemExit, match=message):
+        pretrain_main()
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -14,6 +14,11 @@ decay, which measured no better (docs/decisions.md, ToyWorld):
     python -m bench.toyworld.pretrain --wide --out out/pretrain-wide --minutes 90   # 81 min for 8000 steps
     python -m bench.toyworld.pretrain --long --out out/pretrain-long --minutes 60   # 16000 steps, ~65 min alone
     python -m bench.toyworld.pretrain --positions --out out/pretrain-pos --minutes 60  # 10000 steps, toy-pos
+    python -m bench.toyworld.pretrain --positions --lr 2e-3 --out out/pretrain-pos-lr   # the same at a tuned rate
+    python -m bench.toyworld.pretrain --positions --lr 2e-3 --preset toy-pos-deep --steps 6000 --out out/deep
+
+``--preset``, ``--steps`` and ``--lr`` change one setting of the chosen recipe (``--lr`` the peak; the decay still
+ends at the recipe's min_lr).
 
 Steps alternate between batches of 8-frame videos and batches of single frames (one-frame videos), as Wan is
 trained on both. Scenes come from training-split seeds only; a share of them carries a global style so that the
@@ -37,7 +42,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from imvideoedit_core.model.adapter_file import STATE_FORMAT
-from imvideoedit_core.model.config import BackboneConfig
+from imvideoedit_core.model.config import BackboneConfig, backbone_preset
 from imvideoedit_core.edit.sampling import noised
 from imvideoedit_core.train.trainer import EMA, load_train_state, save_train_state
 
@@ -224,7 +229,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=MODELS_DIR)
     parser.add_argument("--minutes", type=float, default=60.0, help="stop this chunk after this long")
-    parser.add_argument("--steps", type=int, default=PretrainConfig.steps, help="the whole run's length")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"the whole run's length (default: the recipe's, else {PretrainConfig.steps})")
     parser.add_argument("--save-every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--wide", action="store_true", help="the 4x larger recipe (toy-256, EMA, cosine decay)")
@@ -233,18 +239,26 @@ def main() -> None:
                         help="the shipped preset with learned absolute positions (toy-pos), EMA, cosine decay")
     parser.add_argument("--max-objects", type=int, default=world.MAX_OBJECTS,
                         help="train on scenes of at most this many objects (a diagnostic; the world has 3)")
+    parser.add_argument("--preset", default=None, help="the backbone preset (default: the recipe's, else toy)")
     parser.add_argument("--lr", type=float, default=None,
                         help="the peak learning rate (default: the recipe's; it decays to the recipe's min_lr)")
     parser.add_argument("--quick", action="store_true", help="a few steps on small batches (CI smoke run)")
     args = parser.parse_args()
     recipe = WIDE_RECIPE if args.wide else LONG_RECIPE if args.long else POSITION_RECIPE if args.positions else None
-    if recipe is not None:
-        cfg = PretrainConfig(**recipe, seed=args.seed)
-    else:
-        cfg = PretrainConfig(steps=args.steps, seed=args.seed)
+    cfg = PretrainConfig(**(recipe or {}), seed=args.seed)
     if args.quick:
-        cfg = PretrainConfig(steps=min(args.steps, 20), video_batch=2, image_batch=4, warmup=5, seed=args.seed)
+        cfg = PretrainConfig(steps=min(args.steps or 20, 20), video_batch=2, image_batch=4, warmup=5, seed=args.seed)
     cfg = dataclasses.replace(cfg, max_objects=args.max_objects)
+    if args.steps is not None and not args.quick:
+        if not args.steps > cfg.warmup:
+            raise SystemExit(f"--steps {args.steps}: a run must be longer than its {cfg.warmup} warm-up steps")
+        cfg = dataclasses.replace(cfg, steps=args.steps)
+    if args.preset is not None:
+        try:
+            backbone_preset(args.preset)
+        except ValueError as error:
+            raise SystemExit(f"--preset: {error}") from None
+        cfg = dataclasses.replace(cfg, preset=args.preset)
     if args.lr is not None:
         if not args.lr > 0:
             raise SystemExit(f"--lr {args.lr}: the learning rate must be positive")

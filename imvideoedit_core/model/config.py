@@ -144,6 +144,9 @@ BACKBONE_PRESETS: dict[str, BackboneConfig] = {
     # ToyWorld: "toy" with absolute positions (issue 9: a RoPE-only toy cannot even memorise one video)
     "toy-pos": BackboneConfig(dim=128, ffn_dim=384, freq_dim=64, text_dim=64, num_heads=4, num_layers=4,
                               absolute_position="learned"),
+    # ToyWorld experiment: "toy-pos" twice as deep (issue 9: depth as a lever at equal compute)
+    "toy-pos-deep": BackboneConfig(dim=128, ffn_dim=384, freq_dim=64, text_dim=64, num_heads=4, num_layers=8,
+                                   absolute_position="learned"),
     # real sizes (FLOP counting on the meta device, and real checkpoints)
     "wan2.1-t2v-1.3b": BackboneConfig(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30),
     "wan2.1-t2v-14b": BackboneConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
@@ -154,6 +157,7 @@ ADAPTER_PRESETS: dict[str, AdapterConfig] = {
     "toy": AdapterConfig(inner_dim=64, num_heads=2, gate_dim=16, time_freq_dim=32),
     "toy-256": AdapterConfig(inner_dim=64, num_heads=2, gate_dim=16, time_freq_dim=32),
     "toy-pos": AdapterConfig(inner_dim=64, num_heads=2, gate_dim=16, time_freq_dim=32),
+    "toy-pos-deep": AdapterConfig(inner_dim=64, num_heads=2, gate_dim=16, time_freq_dim=32),
     "wan2.1-t2v-1.3b": AdapterConfig(inner_dim=384, num_heads=3, gate_dim=64),
     "wan2.1-t2v-14b": AdapterConfig(inner_dim=1280, num_heads=10, gate_dim=64),
 }
