@@ -23,12 +23,12 @@ import time
 import numpy as np
 import torch
 
-from . import judge, world
-from .evaluate import EvalConfig
-from .generation import sample_videos
 from imvideoedit_core.model.backbone import build_backbone
 from imvideoedit_core.model.config import BackboneConfig, backbone_preset
 
+from . import judge, world
+from .evaluate import EvalConfig
+from .generation import sample_videos
 from .models import CODEC, FRAME_SIZE, ToyModels, new_text_encoder
 from .pretrain import _Both, flow_loss
 
