@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.toyworld.loss_split import split_error
+from bench.toyworld.loss_split import measure, split_error
+from bench.toyworld.models import MODELS_DIR
 
 
 def test_parts_add_up_to_the_total_and_separate_a_colour_error_from_an_edge_error():
@@ -31,9 +32,6 @@ def test_frames_that_do_not_tile_or_do_not_match_are_named():
 
 
 def test_the_shipped_backbone_is_measured_at_each_noise_level():
-    from bench.toyworld.loss_split import measure
-    from bench.toyworld.models import MODELS_DIR
-
     result = measure(MODELS_DIR, count=2, sigmas=(0.2, 0.7))
     assert set(result) == {"0.2", "0.7"}
     assert 0.0 < result["0.2"]["total"] < result["0.7"]["total"]  # more noise, a worse one-step estimate
