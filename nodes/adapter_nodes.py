@@ -13,6 +13,7 @@ from .catalog import ADAPTER_FOLDER, CATEGORY, NODE_IDS
 from .host import AdapterHolder, apply_adapter
 
 Adapter = io.Custom("IMVE_ADAPTER")
+SOURCE_ENCODINGS = ("per branch", "shared")
 
 
 def adapter_files() -> list[str]:
@@ -58,11 +59,19 @@ class ApplyAdapter(io.ComfyNode):
                                            "cpu (saves GPU memory), off (recompute every step: no memory, ~2x time)"),
                     io.String.Input("blocks", default="all",
                                     tooltip="Which of the adapter's blocks to use: 'all', or indices and ranges such "
-                                            "as '0-9, 20' (fewer blocks: a weaker, cheaper edit)")],
+                                            "as '0-9, 20' (fewer blocks: a weaker, cheaper edit)"),
+                    io.Combo.Input("source_encoding", options=list(SOURCE_ENCODINGS), default="per branch",
+                                   optional=True,
+                                   tooltip="per branch: the source is encoded with each guidance branch's own text. "
+                                           "shared: once, with the instruction, for both branches (half the "
+                                           "source cache and its encoding; on ToyWorld within noise of per branch)")],
             outputs=[io.Model.Output(display_name="model")])
 
     @classmethod
     def execute(cls, model, adapter: AdapterHolder, strength: float, source_cache: str,
-                blocks: str = "all") -> io.NodeOutput:
+                blocks: str = "all", source_encoding: str = "per branch") -> io.NodeOutput:
         chosen = parse_blocks(blocks, available=adapter.adapter.block_ids)
-        return io.NodeOutput(apply_adapter(model, adapter, strength=strength, cache=source_cache, blocks=chosen))
+        if source_encoding not in SOURCE_ENCODINGS:
+            raise ValueError(f"source_encoding {source_encoding!r}: choose one of {', '.join(SOURCE_ENCODINGS)}")
+        return io.NodeOutput(apply_adapter(model, adapter, strength=strength, cache=source_cache, blocks=chosen,
+                                           share_source=source_encoding == "shared"))

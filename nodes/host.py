@@ -40,6 +40,7 @@ SOURCE_COND = "imve_source"      # model_conds key of the source latent
 SHARED_OPTION = "imvideoedit_shared"  # transformer_options key: edited keyframes (1, C, K, h, w) PU-SDA also sees
 WRAPPER_KEY = "imvideoedit"
 TRAINING_OPTION = "imvideoedit_training"  # transformer_options key of a training forward (TrainingForward)
+WAN21_LATENT_CHANNELS = 16       # the Wan 2.1 VAE's; Wan 2.2's 5B model works in 48
 
 
 @dataclass
@@ -92,6 +93,12 @@ def wan_backbone_config(diffusion_model: torch.nn.Module) -> BackboneConfig:
         raise ValueError(f"ImVideoEdit needs a Wan 2.1 text-to-video model; this MODEL is {name}"
                          + (f" ({kind})" if kind else "") + ". Load a Wan 2.1 T2V checkpoint (e.g. "
                          "wan2.1_t2v_1.3B) with Load Diffusion Model")
+    channels = (diffusion_model.patch_embedding.in_channels, diffusion_model.out_dim)
+    if channels != (WAN21_LATENT_CHANNELS, WAN21_LATENT_CHANNELS):  # Wan 2.2 TI2V 5B is also a "t2v" WanModel
+        raise ValueError(f"ImVideoEdit needs a Wan 2.1 text-to-video model (16 latent channels); this MODEL is a "
+                         f"WanModel t2v with {channels[0]} input and {channels[1]} output channels"
+                         + (" (Wan 2.2 TI2V 5B)" if channels == (48, 48) else "") + ". Load a Wan 2.1 T2V "
+                         "checkpoint (e.g. wan2.1_t2v_1.3B) with Load Diffusion Model")
     dim = diffusion_model.dim
     return BackboneConfig(dim=dim, ffn_dim=diffusion_model.blocks[0].ffn[0].out_features,
                           freq_dim=diffusion_model.freq_dim, text_dim=diffusion_model.text_embedding[0].in_features,
@@ -134,11 +141,12 @@ class SourceStreamWrapper:
     """The DIFFUSION_MODEL wrapper: source stream once per run/window/cond, then the adapted target forward."""
 
     def __init__(self, holder: AdapterHolder, *, strength: float, cache: str, process_latent_in,
-                 patch_size: tuple[int, int, int]):
+                 patch_size: tuple[int, int, int], share_source: bool = False):
         check_placement(cache)
         self.holder = holder
         self.strength = strength
         self.cache = cache
+        self.share_source = share_source  # one source encoding, with the instruction, for every guidance branch
         self.process_latent_in = process_latent_in
         self.patch_size = patch_size
         self.gates = GateAverage()          # the conditional branch's gate maps of the last run
@@ -154,10 +162,22 @@ class SourceStreamWrapper:
         window = options.get("context_window")
         frames = tuple(window.index_list) if window is not None else ()
         anchor = getattr(window, "causal_anchor_index", None) if window is not None else None
-        uuids = tuple(str(u) for u in options.get("uuids", ()))
+        uuids = () if self.share_source else tuple(str(u) for u in options.get("uuids", ()))  # one per cond
         return uuids, frames, anchor, tuple(source.shape), None if shared is None else id(shared)
 
     def _source_cache(self, executor, source, context, clip_fea, time_dim_concat, options, kwargs) -> SourceCache:
+        branches = len(options.get("cond_or_uncond", [0])) if self.share_source else 1
+        if branches > 1:  # encode the instruction's branch only (ComfyUI runs the positive cond first)
+            order = list(options["cond_or_uncond"])
+            pick = order.index(0) if 0 in order else 0
+            source, context, clip_fea, time_dim_concat = (branch_chunk(v, pick, branches)
+                                                          for v in (source, context, clip_fea, time_dim_concat))
+            kwargs = {name: branch_chunk(v, pick, branches) for name, v in kwargs.items()}
+        return self._encoded_source(executor, source, context, clip_fea, time_dim_concat, options,
+                                    kwargs).for_branches(branches)
+
+    def _encoded_source(self, executor, source, context, clip_fea, time_dim_concat, options,
+                        kwargs) -> SourceCache:
         placement = options.get(CACHE_OPTION, self.cache)
         shared = options.get(SHARED_OPTION)
         key = self._key(options, source, shared)
@@ -224,13 +244,23 @@ class SourceStreamWrapper:
         self.gates.add(torch.cat(conditional).mean(0, keepdim=True).cpu(), frames)
 
 
+def branch_chunk(value, index: int, branches: int):
+    """Guidance branch ``index``'s part of a model input that ComfyUI batched over ``branches`` branches
+    (branch-major); anything else (None, options) unchanged."""
+    if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] % branches == 0:
+        return value.chunk(branches)[index]
+    return value
+
+
 def apply_adapter(model, holder: AdapterHolder, *, strength: float, cache: str,
-                  blocks: tuple[int, ...] | None = None, checkpoint: bool = False, in_model_dtype: bool = True):
+                  blocks: tuple[int, ...] | None = None, checkpoint: bool = False, in_model_dtype: bool = True,
+                  share_source: bool = False):
     """A patched clone of a ComfyUI MODEL (ModelPatcher holding Wan 2.1 T2V); the input MODEL is untouched.
 
     ``blocks``: the adapter blocks to use (default: all of them); ``checkpoint``: gradient checkpointing of the
     adapted frozen blocks while training; ``in_model_dtype``: the adapter computes and caches in the model's compute
-    dtype (a cast copy when the file's differs); training keeps its float32 adapter instead.
+    dtype (a cast copy when the file's differs); training keeps its float32 adapter instead; ``share_source``: one
+    source encoding, with the instruction, serves both guidance branches (half the source cache and encoding).
     """
     check_compatible(holder.info, wan_backbone_config(model.model.diffusion_model))
     if in_model_dtype:
@@ -241,7 +271,8 @@ def apply_adapter(model, holder: AdapterHolder, *, strength: float, cache: str,
                                         index)
     wrapper = SourceStreamWrapper(holder, strength=strength, cache=cache,
                                   process_latent_in=model.model.process_latent_in,
-                                  patch_size=tuple(model.model.diffusion_model.patch_size))
+                                  patch_size=tuple(model.model.diffusion_model.patch_size),
+                                  share_source=share_source)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, wrapper)
     return patched
 

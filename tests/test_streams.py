@@ -35,6 +35,17 @@ def test_source_cache_gives_back_what_was_put_for_every_branch(placement):
         cache.features(1, torch.device("cpu"))
 
 
+@pytest.mark.parametrize("placement", ["device", "cpu"])
+def test_a_branch_view_reads_the_same_features_without_copying_them(placement):
+    cache = SourceCache(placement)
+    cache.put(0, kv(0))
+    assert cache.for_branches(1) is cache
+    view = cache.for_branches(3)
+    got = view.features(0, torch.device("cpu"))
+    assert torch.equal(got.k, kv(0).k.repeat(3, 1, 1)) and torch.equal(got.v, kv(0).v.repeat(3, 1, 1))
+    assert view.blocks is cache.blocks and cache.features(0, torch.device("cpu")).k.shape[0] == 2
+
+
 def test_source_cache_refuses_an_unknown_placement():
     with pytest.raises(ValueError, match="'gpu'.*device.*cpu.*off"):
         SourceCache("gpu")

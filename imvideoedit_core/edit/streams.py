@@ -84,6 +84,15 @@ class SourceCache:
             self._prefetched[later[0]] = self.blocks[later[0]].to(device, non_blocking=True)
         return kv.repeat_batch(self.branches)
 
+    def for_branches(self, branches: int) -> "SourceCache":
+        """These features read by ``branches`` guidance branches: this cache, or a view of it (nothing is copied;
+        a host whose forwards batch a varying number of branches takes one view per forward)."""
+        if branches == self.branches:
+            return self
+        view = SourceCache(self.placement, branches=branches)
+        view.blocks, view._pin = self.blocks, self._pin
+        return view
+
     def end_step(self) -> None:
         self._prefetched.clear()
 

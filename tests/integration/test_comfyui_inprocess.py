@@ -49,10 +49,10 @@ def adapter_file(comfyui):
     return adapter
 
 
-def patched_model(comfyui, model, *, cache="device"):
+def patched_model(comfyui, model, *, cache="device", source_encoding="per branch"):
     holder = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="tiny_edit.safetensors"))[0]
     patched = output(comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=holder, strength=1.0,
-                                                             source_cache=cache))[0]
+                                                             source_cache=cache, source_encoding=source_encoding))[0]
     return patched, holder
 
 
@@ -72,11 +72,12 @@ def test_all_nodes_registered_with_prefixed_ids(comfyui):
         assert all(i.tooltip for i in schema.inputs), schema.node_id
 
 
-def test_ksampler_path_matches_the_core_engine(comfyui, tiny_wan, adapter_file):
+@pytest.mark.parametrize("source_encoding", ["per branch", "shared"])
+def test_ksampler_path_matches_the_core_engine(comfyui, tiny_wan, adapter_file, source_encoding):
     import comfy.sample
     import comfy.samplers
     model, core = tiny_wan
-    patched, _ = patched_model(comfyui, model)
+    patched, _ = patched_model(comfyui, model, source_encoding=source_encoding)
     latent = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(4))
     positive, negative, ctx, neg = conditioning(comfyui, latent)
     steps, cfg, shift, seed = 4, 2.0, 3.0, 7
@@ -88,9 +89,12 @@ def test_ksampler_path_matches_the_core_engine(comfyui, tiny_wan, adapter_file):
     with TwoStreamRunner(core, adapter_file) as runner, torch.no_grad():
         config = SamplerConfig(steps=steps, cfg=cfg, shift=shift, seed=seed)
         ref = edit_latent(runner, EditRequest(source=source, context=ctx, negative_context=neg, noise=noise,
-                                              config=config)).latent
+                                              config=config, share_source=source_encoding == "shared")).latent
+        other = edit_latent(runner, EditRequest(source=source, context=ctx, negative_context=neg, noise=noise,
+                                                config=config, share_source=source_encoding != "shared")).latent
     got = model.model.process_latent_in(out)
     assert torch.allclose(got, ref, atol=2e-4, rtol=1e-4), (got - ref).abs().max()
+    assert (got - other).abs().max() > 1e-3  # the two encodings do differ: the match above is not vacuous
     # and the adapter matters: the plain model gives something else
     plain = comfy.sample.sample_custom(model, noise, cfg, comfy.samplers.sampler_object("euler"), sigmas,
                                        positive, negative, latent, seed=seed, disable_pbar=True)
@@ -109,6 +113,37 @@ def test_memory_manager_loads_the_adapter_with_the_model(comfyui, tiny_wan, adap
     assert any(loaded.model is holder.patcher for loaded in mm.current_loaded_models)
     mask = output(comfyui.nodes["IMVEGateMask"].execute(model=patched, samples={"samples": latent}))[0]
     assert mask.shape == (9, 64, 64) and ((mask > 0) & (mask < 1)).all()
+
+
+def test_a_shared_source_encoding_serves_branches_that_run_in_separate_forwards(comfyui, tiny_wan, adapter_file):
+    """Low on memory, ComfyUI runs the positive and the negative cond one after the other: the negative's forward
+    reuses the positive's encoding (one encoding per run), and the batched forward gets it once per branch."""
+    from imvideoedit_pack.nodes.host import find_wrapper
+    model, _ = tiny_wan
+    wrapper = find_wrapper(patched_model(comfyui, model, source_encoding="shared")[0])
+    encoded = []
+
+    class Executor:
+        @staticmethod
+        def original(x, timestep, context, *args, **kwargs):
+            encoded.append(context)
+
+    source, run = torch.randn(1, 16, 3, 8, 8), object()
+
+    def cache(cond_or_uncond, context):
+        options = {"sample_sigmas": run, "cond_or_uncond": cond_or_uncond, "uuids": cond_or_uncond}
+        batch = len(cond_or_uncond)
+        return wrapper._source_cache(Executor, source.repeat(batch, 1, 1, 1, 1), context, None, None, options, {})
+
+    wrapper._new_run({"sample_sigmas": run})
+    positive, negative = torch.ones(1, 5, 32), torch.zeros(1, 5, 32)
+    first = cache([0], positive)
+    assert cache([1], negative).blocks is first.blocks and len(encoded) == 1
+    both = cache([1, 0], torch.cat([negative, positive]))
+    assert both.blocks is first.blocks and both.branches == 2 and len(encoded) == 1
+    wrapper._new_run({"sample_sigmas": object()})
+    cache([1, 0], torch.cat([negative, positive]))
+    assert len(encoded) == 2 and torch.equal(encoded[1], positive)  # encoded with the instruction's branch
 
 
 @pytest.mark.parametrize("cache", ["cpu", "off"])
@@ -178,6 +213,19 @@ def test_apply_adapter_refuses_a_model_that_is_not_wan_t2v(comfyui, tiny_wan, ad
             comfyui.nodes["IMVEApplyAdapter"].execute(model=other, adapter=holder, strength=1.0, source_cache="device")
     finally:
         other.model.diffusion_model.model_type = "t2v"
+
+
+def test_a_wan22_5b_model_is_named_although_it_calls_itself_t2v(comfyui):
+    import comfy.ops
+    from comfy.ldm.wan.model import WanModel
+    from imvideoedit_pack.nodes.host import wan_backbone_config
+    wan22 = WanModel(model_type="t2v", in_dim=48, out_dim=48, dim=32, ffn_dim=64, freq_dim=16, text_dim=32,
+                     num_heads=2, num_layers=1, operations=comfy.ops.disable_weight_init)
+    with pytest.raises(ValueError, match=r"WanModel t2v with 48 input and 48 output channels \(Wan 2.2 TI2V 5B\)"):
+        wan_backbone_config(wan22)
+    wan21 = WanModel(model_type="t2v", in_dim=16, out_dim=16, dim=32, ffn_dim=64, freq_dim=16, text_dim=32,
+                     num_heads=2, num_layers=1, operations=comfy.ops.disable_weight_init)
+    assert wan_backbone_config(wan21).in_dim == 16
 
 
 def _write_pairs(folder, count=4):
