@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import types
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from bench.toyworld import world
 from bench.toyworld.evaluate import METRICS
 from bench.toyworld.models import BACKBONE_FILE, TEXT_FILE
 from bench.toyworld.pipeline import run
-from bench.toyworld.pretrain import STATE_FILE, PretrainConfig, pretrain
+from bench.toyworld.pretrain import STATE_FILE, PretrainConfig, flow_loss, pretrain
 from bench.toyworld.pretrain import main as pretrain_main
 from bench.toyworld.train_adapter import VARIANTS
 
@@ -53,12 +54,32 @@ def test_pretraining_refuses_to_continue_a_run_with_other_settings(tmp_path):
     pretrain(PretrainConfig(steps=2, video_batch=1, image_batch=2, warmup=1), tmp_path)
     with pytest.raises(ValueError, match="steps differ.*another --out"):
         pretrain(PretrainConfig(steps=3, video_batch=1, image_batch=2, warmup=1), tmp_path)
+    with pytest.raises(ValueError, match="noise_shift differ"):
+        pretrain(PretrainConfig(steps=2, video_batch=1, image_batch=2, warmup=1, noise_shift=3.0), tmp_path)
+
+
+def test_the_noise_shift_moves_training_towards_pure_noise():
+    seen = {}
+
+    class Backbone:  # records the noise levels flow_loss trains at
+        def __call__(self, x, t, context):
+            seen.setdefault(shift, []).append(t / 1000)
+            return x
+
+    for shift in (1.0, 3.0):
+        models = types.SimpleNamespace(backbone=Backbone(), text_encoder=lambda captions: None)
+        flow_loss(models, torch.zeros(4096, 1, 1, 1, 1), [""] * 4096, torch.Generator().manual_seed(0),
+                  noise_shift=shift)
+    plain, moved = seen[1.0][0], seen[3.0][0]
+    assert torch.allclose(moved, 3 * plain / (1 + 2 * plain))  # the sampler's shift, level by level
+    assert 0.45 < plain.mean() < 0.55 and moved.mean() > 0.7
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--preset", "nope"], "--preset: unknown backbone preset 'nope'"),
     (["--positions", "--steps", "100"], "--steps 100: a run must be longer than its 200 warm-up steps"),
     (["--lr", "0"], "--lr 0.0: the learning rate must be positive"),
+    (["--noise-shift", "-1"], "--noise-shift -1.0: the shift must be positive"),
 ])
 def test_pretraining_command_line_names_a_bad_setting_before_training(tmp_path, monkeypatch, argv, message):
     monkeypatch.setattr("sys.argv", ["pretrain", "--out", str(tmp_path), *argv])

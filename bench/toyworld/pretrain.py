@@ -43,7 +43,7 @@ from safetensors import safe_open
 
 from imvideoedit_core.model.adapter_file import STATE_FORMAT
 from imvideoedit_core.model.config import BackboneConfig, backbone_preset
-from imvideoedit_core.edit.sampling import noised
+from imvideoedit_core.edit.sampling import noised, shift_sigma
 from imvideoedit_core.train.trainer import EMA, load_train_state, save_train_state
 
 from . import world
@@ -72,6 +72,7 @@ class PretrainConfig:
     ema_decay: float = 0.0         # 0: the files hold the raw weights
     seed: int = 0
     max_objects: int = world.MAX_OBJECTS  # fewer: a simpler world (a diagnostic of what the compute can learn)
+    noise_shift: float = 1.0       # > 1: training noise levels moved towards pure noise (where layouts are decided)
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up, then a cosine decay from lr to min_lr at the last step."""
@@ -117,9 +118,11 @@ def batch(cfg: PretrainConfig, step: int) -> tuple[torch.Tensor, list[str]]:
     return latents, captions
 
 
-def flow_loss(models: ToyModels, latents: torch.Tensor, captions: list[str], gen: torch.Generator) -> torch.Tensor:
-    """Flow matching at logit-normal noise levels: predict noise - x0 from the noised latent."""
-    sigma = torch.sigmoid(torch.randn(latents.shape[0], generator=gen))
+def flow_loss(models: ToyModels, latents: torch.Tensor, captions: list[str], gen: torch.Generator, *,
+              noise_shift: float = 1.0) -> torch.Tensor:
+    """Flow matching at logit-normal noise levels, moved towards pure noise by the sampler's time shift when
+    ``noise_shift`` > 1 (0 and 1 stay fixed): predict noise - x0 from the noised latent."""
+    sigma = shift_sigma(torch.sigmoid(torch.randn(latents.shape[0], generator=gen)), noise_shift)
     noise = torch.randn(latents.shape, generator=gen)
     x = noised(latents, noise, sigma.view(-1, 1, 1, 1, 1))
     velocity = models.backbone(x, 1000.0 * sigma, models.text_encoder(captions))
@@ -158,6 +161,8 @@ class _StateConfig:
         run = dataclasses.asdict(self.run)
         if run["max_objects"] == world.MAX_OBJECTS:  # the full world: states saved before the option still resume
             del run["max_objects"]
+        if run["noise_shift"] == 1.0:  # as above
+            del run["noise_shift"]
         backbone = json.loads(self.backbone.to_json())
         if backbone["absolute_position"] == "none":  # as above: states saved before the option still resume
             del backbone["absolute_position"], backbone["position_grid"]
@@ -184,7 +189,8 @@ def pretrain(cfg: PretrainConfig, out: Path, *, minutes: float = math.inf, save_
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(step)
             latents, captions = batch(cfg, step)
-            loss = flow_loss(models, latents, captions, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
+            loss = flow_loss(models, latents, captions, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step),
+                             noise_shift=cfg.noise_shift)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(both.parameters(), 1.0)
@@ -242,13 +248,17 @@ def main() -> None:
     parser.add_argument("--preset", default=None, help="the backbone preset (default: the recipe's, else toy)")
     parser.add_argument("--lr", type=float, default=None,
                         help="the peak learning rate (default: the recipe's; it decays to the recipe's min_lr)")
+    parser.add_argument("--noise-shift", type=float, default=1.0,
+                        help="train at noise levels shifted towards pure noise by this factor (1: logit-normal)")
     parser.add_argument("--quick", action="store_true", help="a few steps on small batches (CI smoke run)")
     args = parser.parse_args()
     recipe = WIDE_RECIPE if args.wide else LONG_RECIPE if args.long else POSITION_RECIPE if args.positions else None
     cfg = PretrainConfig(**(recipe or {}), seed=args.seed)
     if args.quick:
         cfg = PretrainConfig(steps=min(args.steps or 20, 20), video_batch=2, image_batch=4, warmup=5, seed=args.seed)
-    cfg = dataclasses.replace(cfg, max_objects=args.max_objects)
+    if not args.noise_shift > 0:
+        raise SystemExit(f"--noise-shift {args.noise_shift}: the shift must be positive (1: the levels unchanged)")
+    cfg = dataclasses.replace(cfg, max_objects=args.max_objects, noise_shift=args.noise_shift)
     if args.steps is not None and not args.quick:
         if not args.steps > cfg.warmup:
             raise SystemExit(f"--steps {args.steps}: a run must be longer than its {cfg.warmup} warm-up steps")
