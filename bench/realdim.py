@@ -172,9 +172,12 @@ def memory_model(*, frames: int = 81, height: int = 480, width: int = 832, cfg_b
         cache_block = cfg_branches * tokens * acfg.inner_dim * 2 * 2   # k and v, bf16, every branch
         activations = cfg_branches * tokens * (cfg.ffn_dim + 6 * cfg.dim) * 2
         for weights, weight_bytes in (("bf16", 2 * total), ("fp8", block_linear + 2 * (total - block_linear))):
-            for placement, cache in (("device", cfg.num_layers * cache_block), ("cpu", 2 * cache_block), ("off", 0)):
+            for placement, encoding, cache in (("device", "per branch", cfg.num_layers * cache_block),
+                                               ("device", "shared", cfg.num_layers * cache_block // cfg_branches),
+                                               ("cpu", "per branch", 2 * cache_block), ("off", "per branch", 0)):
                 need = (weight_bytes + adapter + cache + activations) / GIB
-                rows.append({"preset": preset, "weights": weights, "cache": placement, "tokens": tokens,
+                rows.append({"preset": preset, "weights": weights, "cache": placement, "encoding": encoding,
+                             "tokens": tokens,
                              "need_gib": round(need, 2), "cache_gib": round(cache / GIB, 2),
                              **{card: need <= room for card, room in CARDS_GIB.items()}})
     return rows
@@ -183,10 +186,12 @@ def memory_model(*, frames: int = 81, height: int = 480, width: int = 832, cfg_b
 def _print_model(rows: list[dict]) -> None:
     print("memory model: 81 frames 832x480, CFG, bf16 compute (weights + adapter + cache on the device + "
           "activations estimate)")
-    print(f"{'preset':18} {'weights':7} {'cache':6} {'cache GiB':>9} {'need GiB':>9}  " + "  ".join(CARDS_GIB))
+    print(f"{'preset':18} {'weights':7} {'cache':6} {'source encoding':15} {'cache GiB':>9} {'need GiB':>9}  "
+          + "  ".join(CARDS_GIB))
     for r in rows:
         fits = "  ".join(f"{'fits' if r[c] else 'no':>{len(c)}}" for c in CARDS_GIB)
-        print(f"{r['preset']:18} {r['weights']:7} {r['cache']:6} {r['cache_gib']:9.2f} {r['need_gib']:9.2f}  {fits}")
+        print(f"{r['preset']:18} {r['weights']:7} {r['cache']:6} {r['encoding']:15} {r['cache_gib']:9.2f} "
+              f"{r['need_gib']:9.2f}  {fits}")
 
 
 def main() -> None:
