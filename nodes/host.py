@@ -7,7 +7,8 @@ How it plugs in (facts checked on the 2026-08 main branch; the lowest version is
   ``CONDRegular`` that Edit Conditioning puts on both conditionings, so ComfyUI batches it per cond/uncond and
   slices it per context window), runs the source stream once per run, window and cond (once per run and window
   with a shared source encoding; timestep 0, through the unwrapped forward) into a core ``SourceCache`` and hands
-  an ``AdaptedCall`` to the block patches in ``transformer_options``. The token grid comes from the latent's shape, the gate's length from the frames seen;
+  an ``AdaptedCall`` to the block patches in ``transformer_options``. The token grid comes from the latent's
+  shape, the gate's length from the frames seen;
 - the adapter module lives in its own ``ModelPatcher``, returned by the patches' ``models()``, so ComfyUI's memory
   manager loads and offloads it together with the backbone;
 - training and tuning (``ComfyAdaptedModel``) call the patched model's own ``apply_model`` with gradients on, under
