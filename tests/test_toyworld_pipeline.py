@@ -50,6 +50,14 @@ def test_pretraining_resumes_exactly_where_a_cut_off_run_stopped(tmp_path):
     assert load_file(str(cut / BACKBONE_FILE))["head.head.weight"].dtype == torch.float16  # EMA weights, fp16
 
 
+def test_batches_rendered_by_worker_processes_train_the_same_weights(tmp_path):
+    cfg = PretrainConfig(steps=3, video_batch=1, image_batch=2, warmup=1)
+    for workers in (0, 1):
+        pretrain(cfg, tmp_path / str(workers), workers=workers)
+    a, b = load_file(str(tmp_path / "0" / BACKBONE_FILE)), load_file(str(tmp_path / "1" / BACKBONE_FILE))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_pretraining_refuses_to_continue_a_run_with_other_settings(tmp_path):
     pretrain(PretrainConfig(steps=2, video_batch=1, image_batch=2, warmup=1), tmp_path)
     with pytest.raises(ValueError, match="steps differ.*another --out"):
@@ -80,6 +88,7 @@ def test_the_noise_shift_moves_training_towards_pure_noise():
     (["--positions", "--steps", "100"], "--steps 100: a run must be longer than its 200 warm-up steps"),
     (["--lr", "0"], "--lr 0.0: the learning rate must be positive"),
     (["--noise-shift", "-1"], "--noise-shift -1.0: the shift must be positive"),
+    (["--workers", "-2"], "--workers -2: give 0 or more worker processes"),
 ])
 def test_pretraining_command_line_names_a_bad_setting_before_training(tmp_path, monkeypatch, argv, message):
     monkeypatch.setattr("sys.argv", ["pretrain", "--out", str(tmp_path), *argv])
