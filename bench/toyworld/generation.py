@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from imvideoedit_core.edit.sampling import backbone_velocity, sample_from, seede
 
 from . import judge, world
 from .evaluate import SHEETS, EvalConfig, decode, write_sheet
-from .models import CODEC, FRAME_SIZE, MODELS_DIR, load_models
+from .models import CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
 from .report import markdown_rows, save_feature_results, write_feature_section
 
 SEED_START = 7_000_000  # evaluation-split seeds of their own range (the edit evaluation uses 1M-5M+)
@@ -40,8 +41,22 @@ def held_out_scenes(count: int, *, frames: int, max_objects: int = world.MAX_OBJ
             for s in seeds]
 
 
+@dataclass(frozen=True)
+class LowNoiseExpert:
+    """A second backbone that takes over below ``boundary`` (noise level), as Wan 2.2's low-noise expert does."""
+
+    models: ToyModels
+    boundary: float
+
+
+def _velocity(models: ToyModels, captions: list[str], guidance: float):
+    context, empty = models.text_encoder(captions), models.text_encoder([""] * len(captions))
+    return backbone_velocity(models.backbone, context, empty, cfg=guidance)
+
+
 def sample_videos(models, captions: list[str], cfg: EvalConfig, *, start: torch.Tensor,
-                  strength: float = 1.0, frame_by_frame: bool = False) -> torch.Tensor:
+                  strength: float = 1.0, frame_by_frame: bool = False,
+                  low_noise: LowNoiseExpert | None = None) -> torch.Tensor:
     """Samples (B, T, H, W, 3) of ``captions`` from ``start`` (B, C, T, h, w) noised to ``strength`` (at 1: text to
     video from the seed's noise; below 1: the start's layout is given and the model only finishes it).
 
@@ -54,8 +69,12 @@ def sample_videos(models, captions: list[str], cfg: EvalConfig, *, start: torch.
         def fold(x: torch.Tensor) -> torch.Tensor:  # (B, C, T, h, w) -> (B*T, C, 1, h, w)
             return x.permute(0, 2, 1, 3, 4).reshape(b * t, c, 1, h, w)
         start, noise, captions = fold(start), fold(noise), [text for text in captions for _ in range(t)]
-    context, empty = models.text_encoder(captions), models.text_encoder([""] * len(captions))
-    fn = backbone_velocity(models.backbone, context, empty, cfg=cfg.cfg)
+    fn = _velocity(models, captions, cfg.cfg)
+    if low_noise is not None:
+        high, low = fn, _velocity(low_noise.models, captions, cfg.cfg)
+
+        def fn(x: torch.Tensor, sigma: float) -> torch.Tensor:
+            return (high if sigma >= low_noise.boundary else low)(x, sigma)
     with torch.no_grad():
         latent = sample_from(fn, start, cfg.sampler(strength), noise=noise)
     if frame_by_frame:
@@ -68,10 +87,13 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def measure(models_dir: Path, *, count: int, cfg: EvalConfig, batch: int = 8,
-            from_truth: tuple[float, ...] = FROM_TRUTH, max_objects: int = world.MAX_OBJECTS) -> dict:
+            from_truth: tuple[float, ...] = FROM_TRUTH, max_objects: int = world.MAX_OBJECTS,
+            low_noise_dir: Path | None = None, boundary: float = 0.5) -> dict:
     """Judge text-to-video samples; ``from_truth``: also finish the ground truth noised to these strengths, which
-    tells the layout a model must invent (high noise) from the denoising it must get right (low noise)."""
+    tells the layout a model must invent (high noise) from the denoising it must get right (low noise).
+    ``low_noise_dir``: a second backbone that samples every step below noise ``boundary`` (two experts)."""
     models = load_models(models_dir)
+    low_noise = None if low_noise_dir is None else LowNoiseExpert(load_models(low_noise_dir), boundary)
     scenes = held_out_scenes(count, frames=cfg.frames, max_objects=max_objects)
     sampled, truth, sheets = judge.GenerationStats(), judge.GenerationStats(), []
     finished = {(s, alone): judge.GenerationStats() for s in from_truth for alone in (False, True)}
@@ -81,7 +103,7 @@ def measure(models_dir: Path, *, count: int, cfg: EvalConfig, batch: int = 8,
         captions = [world.caption(s) for s in chunk]
         references = [world.render(s).frames for s in chunk]
         noise_start = torch.zeros(len(chunk), 16, cfg.frames, FRAME_SIZE // 2, FRAME_SIZE // 2)
-        videos = sample_videos(models, captions, cfg, start=noise_start)
+        videos = sample_videos(models, captions, cfg, start=noise_start, low_noise=low_noise)
         for scene, reference, video in zip(chunk, references, videos):
             sampled += judge.generation_stats(video, scene)
             truth += judge.generation_stats(reference, scene)
@@ -89,7 +111,8 @@ def measure(models_dir: Path, *, count: int, cfg: EvalConfig, batch: int = 8,
                 sheets += [reference, video]
         clean = torch.cat([CODEC.encode(r) for r in references])
         for strength, alone in finished:
-            videos = sample_videos(models, captions, cfg, start=clean, strength=strength, frame_by_frame=alone)
+            videos = sample_videos(models, captions, cfg, start=clean, strength=strength, frame_by_frame=alone,
+                                   low_noise=low_noise)
             for scene, video in zip(chunk, videos):
                 finished[strength, alone] += judge.generation_stats(video, scene)
     reference = truth.scores()
@@ -144,14 +167,22 @@ def main() -> None:
     parser.add_argument("--sheet", type=Path, default=None, help="write the contact sheet here")
     parser.add_argument("--max-objects", type=int, default=world.MAX_OBJECTS,
                         help="captions of scenes with at most this many objects (with --no-write: a diagnostic)")
+    parser.add_argument("--low-noise-models", type=Path, default=None,
+                        help="a second backbone that samples below --boundary (two experts; with --no-write)")
+    parser.add_argument("--boundary", type=float, default=0.5, help="the noise level where the experts switch")
     parser.add_argument("--quick", action="store_true", help="2 captions, 2 steps, nothing written")
     args = parser.parse_args()
     if args.max_objects != world.MAX_OBJECTS and not (args.no_write or args.quick):
         parser.error("--max-objects is a diagnostic of a simpler world: add --no-write")
+    if args.low_noise_models is not None and not (args.no_write or args.quick):
+        parser.error("--low-noise-models judges a pair of backbones nothing ships: add --no-write")
+    if not 0 < args.boundary < 1:
+        parser.error(f"--boundary {args.boundary}: give a noise level between 0 and 1")
     torch.set_num_threads(2)
     cfg = EvalConfig(steps=2 if args.quick else args.steps)
     results = measure(args.models, count=2 if args.quick else args.count, cfg=cfg,
-                      from_truth=(0.5,) if args.quick else FROM_TRUTH, max_objects=args.max_objects)
+                      from_truth=(0.5,) if args.quick else FROM_TRUTH, max_objects=args.max_objects,
+                      low_noise_dir=args.low_noise_models, boundary=args.boundary)
     rows = results.pop("sheet_rows")
     if args.sheet:
         write_sheet(rows, args.sheet)
