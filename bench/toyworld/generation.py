@@ -142,11 +142,9 @@ def markdown(results: dict) -> str:
             for name in ("present", "shape", "stability", "stability_vs_truth", "acceleration",
                          "acceleration_vs_truth", "background")]
     c = results["config"]
-    finishing = markdown_rows(["start", "present", "shape", "stability_vs_truth", "acceleration_vs_truth",
-                               "background"],
-                              [[f"ground truth noised to {s}"] + [f[k] for k in ("present", "shape", "stability_vs_truth",
-                                                                                "acceleration_vs_truth", "background")]
-                               for s, f in results["from_truth"].items()])
+    columns = ["present", "shape", "stability_vs_truth", "acceleration_vs_truth", "background"]
+    finishing = markdown_rows(["start", *columns], [[f"ground truth noised to {s}"] + [f[k] for k in columns]
+                                                    for s, f in results["from_truth"].items()])
     return (f"Text-to-video samples of the shipped backbone from {results['captions']} held-out captions "
             f"({c['steps']} Euler steps, cfg {c['cfg']}, shift {c['shift']}, seed {c['seed']}), judged by "
             "`bench/toyworld/judge.py` against the ground-truth renders of the same captions "
