@@ -21,6 +21,11 @@ decay, which measured no better (docs/decisions.md, ToyWorld):
 ends at the recipe's min_lr); ``--noise-shift S`` trains at noise levels moved towards pure noise by the sampler's
 time shift. ``--workers N`` renders the batches ahead in N processes: the same batches, so the same weights (tested);
 on 2 cores it measured no faster (0.22 s a step either way), it is meant for a machine with cores to spare.
+``--device cuda`` trains there (batches and noise are still made on the CPU, so the run is the same one; untested
+on a GPU so far, none was lent):
+
+    python -m bench.toyworld.pretrain --positions --lr 2e-3 --noise-shift 3 --steps 40000 --device cuda --workers 12 \
+        --out out/pretrain-gpu
 
 Steps alternate between batches of 8-frame videos and batches of single frames (one-frame videos), as Wan is
 trained on both. Scenes come from training-split seeds only; a share of them carries a global style so that the
@@ -125,8 +130,8 @@ def flow_loss(models: ToyModels, latents: torch.Tensor, captions: list[str], gen
               noise_shift: float = 1.0) -> torch.Tensor:
     """Flow matching at logit-normal noise levels, moved towards pure noise by the sampler's time shift when
     ``noise_shift`` > 1 (0 and 1 stay fixed): predict noise - x0 from the noised latent."""
-    sigma = shift_sigma(torch.sigmoid(torch.randn(latents.shape[0], generator=gen)), noise_shift)
-    noise = torch.randn(latents.shape, generator=gen)
+    sigma = shift_sigma(torch.sigmoid(torch.randn(latents.shape[0], generator=gen)), noise_shift).to(latents.device)
+    noise = torch.randn(latents.shape, generator=gen).to(latents.device)  # drawn on the CPU: the same on any device
     x = noised(latents, noise, sigma.view(-1, 1, 1, 1, 1))
     velocity = models.backbone(x, 1000.0 * sigma, models.text_encoder(captions))
     return F.mse_loss(velocity, noise - latents)
@@ -193,12 +198,13 @@ class _StateConfig:
 
 
 def pretrain(cfg: PretrainConfig, out: Path, *, minutes: float = math.inf, save_every: int = 500,
-             log_every: int = 100, workers: int = 0) -> dict:
+             log_every: int = 100, workers: int = 0, device: str = "cpu") -> dict:
     """Train (or continue) the run in ``out`` for at most ``minutes``; returns a summary of the whole run.
-    ``workers``: render the batches ahead in that many processes (the same batches, sooner)."""
+    ``workers``: render the batches ahead in that many processes (the same batches, sooner); ``device``: where
+    the models train (batches and noise are made on the CPU, so a run can move between devices)."""
     backbone = new_backbone(cfg.seed, cfg.preset, cfg.prediction)
     models = ToyModels(backbone=backbone, text_encoder=new_text_encoder(cfg.seed, backbone.config))
-    both = _Both(models)
+    both = _Both(models).to(device)
     optimizer = torch.optim.AdamW(both.parameters(), lr=cfg.lr, weight_decay=0.01)
     ema = EMA(both, cfg.ema_decay)
     out.mkdir(parents=True, exist_ok=True)
@@ -207,6 +213,7 @@ def pretrain(cfg: PretrainConfig, out: Path, *, minutes: float = math.inf, save_
     if state_path.is_file():
         _check_resumable(state_path, identity)
         step = load_train_state(state_path, both, optimizer, ema)
+        ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
     start, losses = time.perf_counter(), []
     data = batches(cfg, step, workers=workers)
     with (out / LOG_FILE).open("a") as log:
@@ -214,6 +221,7 @@ def pretrain(cfg: PretrainConfig, out: Path, *, minutes: float = math.inf, save_
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(step)
             latents, captions = next(data)
+            latents = latents.to(device)
             loss = flow_loss(models, latents, captions, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step),
                              noise_shift=cfg.noise_shift)
             optimizer.zero_grad(set_to_none=True)
@@ -239,7 +247,8 @@ def _save(out: Path, both: _Both, optimizer, ema: EMA, step: int, identity: _Sta
           losses: list[float]) -> None:
     save_train_state(out / STATE_FILE, both, optimizer, ema, step, identity.as_dict())
     shadow = {k: v.to(torch.float16) for k, v in ema.shadow.items()}  # with ema_decay 0: the raw weights
-    save_models(out, ToyModels(backbone=both.backbone, text_encoder=both.text_encoder), summary=_summary(identity, step, losses, None),
+    save_models(out, ToyModels(backbone=both.backbone, text_encoder=both.text_encoder),
+                summary=_summary(identity, step, losses, None),
                 state_dicts={"backbone": {k.removeprefix("backbone."): v for k, v in shadow.items()
                                           if k.startswith("backbone.")},
                              "text_encoder": {k.removeprefix("text_encoder."): v for k, v in shadow.items()
@@ -277,8 +286,13 @@ def main() -> None:
                         help="train at noise levels shifted towards pure noise by this factor (1: logit-normal)")
     parser.add_argument("--workers", type=int, default=0,
                         help="render batches ahead in this many processes (0: in the training process)")
+    parser.add_argument("--device", default="cpu", help="where to train, e.g. cuda (untested here: no GPU)")
     parser.add_argument("--quick", action="store_true", help="a few steps on small batches (CI smoke run)")
     args = parser.parse_args()
+    try:
+        torch.empty(0, device=args.device)
+    except (RuntimeError, AssertionError) as error:
+        raise SystemExit(f"--device {args.device}: {str(error).splitlines()[0]}") from None
     if args.workers < 0:
         raise SystemExit(f"--workers {args.workers}: give 0 or more worker processes")
     recipe = WIDE_RECIPE if args.wide else LONG_RECIPE if args.long else POSITION_RECIPE if args.positions else None
@@ -304,7 +318,7 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, lr=args.lr, min_lr=min(cfg.min_lr, args.lr))
     torch.set_num_threads(2)
     print(json.dumps(pretrain(cfg, args.out, minutes=args.minutes, save_every=args.save_every,
-                              workers=args.workers)))
+                              workers=args.workers, device=args.device)))
 
 
 if __name__ == "__main__":
