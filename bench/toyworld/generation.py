@@ -121,7 +121,9 @@ def measure(models_dir: Path, *, count: int, cfg: EvalConfig, batch: int = 8,
             "sampled": scores, "truth": reference, "sheet_rows": sheets,
             "from_truth": {f"{s}{' frame by frame' if alone else ''}": _with_ratios(f.scores(), reference)
                            for (s, alone), f in finished.items()},
-            "goals_met": {k: _meets(scores[k], *goal) for k, goal in GOALS.items()}}
+            "goals_met": {k: _meets(scores[k], *goal) for k, goal in GOALS.items()},
+            **({} if low_noise is None else {"low_noise_expert": {"models": str(low_noise_dir),
+                                                                  "boundary": boundary}})}
 
 
 def _with_ratios(scores: dict, reference: dict) -> dict:
