@@ -215,6 +215,12 @@ def test_apply_adapter_refuses_a_model_that_is_not_wan_t2v(comfyui, tiny_wan, ad
         other.model.diffusion_model.model_type = "t2v"
 
 
+def test_apply_adapter_names_the_source_encodings_it_knows(comfyui, tiny_wan, adapter_file):
+    model, _ = tiny_wan
+    with pytest.raises(ValueError, match="source_encoding 'both': choose one of per branch, shared"):
+        patched_model(comfyui, model, source_encoding="both")
+
+
 def test_a_wan22_5b_model_is_named_although_it_calls_itself_t2v(comfyui):
     import comfy.ops
     from comfy.ldm.wan.model import WanModel
