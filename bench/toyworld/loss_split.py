@@ -1,6 +1,6 @@
 """Where a ToyWorld backbone's denoising error lies: in each token's mean colour, or in the detail inside it.
 
-    python -m bench.toyworld.loss_split --models DIR [DIR ...]    # ~1 minute per backbone on 2 cores
+    python -m bench.toyworld.loss_split --models DIR [DIR ...]    # seconds per backbone on 2 cores
 
 Held-out 8-frame clips (the generation judge's captions) are noised to each level and denoised in one step with the
 caption (x0 = x - sigma * velocity, no guidance). The squared pixel error of that estimate splits exactly into two

@@ -3,7 +3,7 @@
     python -m bench.toyworld.memorize --preset toy       # the shipped architecture (RoPE only): ~4 min
     python -m bench.toyworld.memorize --preset toy-pos   # with learned absolute positions
     python -m bench.toyworld.memorize --preset toy-pos --clips 8 --steps 1500   # where memorising stops working
-    python -m bench.toyworld.memorize --preset toy-pos --clips 8 --steps 1500 --lr 2e-3   # ... at 5e-4 only
+    python -m bench.toyworld.memorize --preset toy-pos --clips 8 --steps 1500 --lr 2e-3   # the tuned rate (default 5e-4)
     python -m bench.toyworld.memorize --preset toy-pos --clips 8 --set num_layers=8      # a variant of the preset
 
 A fresh backbone and text encoder are trained with the pretraining loss on ``--clips`` 8-frame clips (the first
