@@ -28,6 +28,12 @@ class PatchCodec:
         self.channels = channels
         self.patch = patch
 
+    temporal_stride = 1  # one frame, one latent frame
+
+    @property
+    def spatial_stride(self) -> int:
+        return self.patch
+
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """frames [T, H, W, 3] in 0..1 -> latent (1, C, T, H/p, W/p)."""
         t, h, w, _ = frames.shape

@@ -41,7 +41,7 @@ from imvideoedit_core.edit.sampling import (EditRequest, SamplerConfig, backbone
 from imvideoedit_core.edit.streams import TwoStreamRunner
 
 from . import judge, world
-from .models import ADAPTER_FILE, CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
+from .models import ADAPTER_FILE, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
 from .report import keep_feature_results
 from .train_adapter import RUNS_DIR
 
@@ -78,7 +78,7 @@ def eval_examples(kind: str, cfg: EvalConfig) -> list[world.EditExample]:
 @dataclass
 class Batch:
     examples: list[world.EditExample]
-    source: torch.Tensor       # (B, 16, T, h, w) latents
+    source: torch.Tensor       # (B, C, T, h, w) latents
     instruction: torch.Tensor  # (B, L, text_dim)
     caption: torch.Tensor      # target captions, for degrade-then-regenerate
     empty: torch.Tensor        # (B, L, text_dim)
@@ -86,14 +86,14 @@ class Batch:
 
 def make_batch(examples: list[world.EditExample], models: ToyModels) -> Batch:
     enc = models.text_encoder
-    return Batch(examples=examples, source=torch.cat([CODEC.encode(e.source_frames) for e in examples]),
+    return Batch(examples=examples, source=torch.cat([models.codec.encode(e.source_frames) for e in examples]),
                  instruction=enc([e.instruction for e in examples]), caption=enc([e.target_caption for e in examples]),
                  empty=enc([""] * len(examples)))
 
 
-def decode(latents: torch.Tensor) -> torch.Tensor:
-    """(B, 16, T, h, w) -> (B, T, H, W, 3)."""
-    return torch.stack([CODEC.decode(latents[i:i + 1]) for i in range(latents.shape[0])])
+def decode(latents: torch.Tensor, codec) -> torch.Tensor:
+    """(B, C, T, h, w) -> (B, T, H, W, 3) through the models' codec."""
+    return torch.stack([codec.decode(latents[i:i + 1]) for i in range(latents.shape[0])])
 
 
 @dataclass
@@ -109,7 +109,7 @@ def run_adapter(models: ToyModels, adapter, batch: Batch, cfg: EvalConfig, *, ca
         out = edit_latent(runner, EditRequest(source=batch.source, context=batch.instruction,
                                               negative_context=batch.empty, config=cfg.sampler(), cache=cache,
                                               return_gate=True, share_source=share_source))
-    return SystemOutput(frames=decode(out.latent), gate=out.gate, latent=out.latent)
+    return SystemOutput(frames=decode(out.latent, models.codec), gate=out.gate, latent=out.latent)
 
 
 def run_per_frame(models: ToyModels, adapter, batch: Batch, cfg: EvalConfig) -> SystemOutput:
@@ -121,12 +121,12 @@ def run_per_frame(models: ToyModels, adapter, batch: Batch, cfg: EvalConfig) -> 
                                               negative_context=batch.empty.repeat_interleave(t, 0),
                                               config=cfg.sampler(), noise=noise))
     latent = out.latent.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)
-    return SystemOutput(frames=decode(latent))
+    return SystemOutput(frames=decode(latent, models.codec))
 
 
 def run_degrade_then_regenerate(models: ToyModels, batch: Batch, cfg: EvalConfig, strength: float) -> SystemOutput:
     fn = backbone_velocity(models.backbone, batch.caption, batch.empty, cfg=cfg.cfg)
-    return SystemOutput(frames=decode(sample_from(fn, batch.source, cfg.sampler(strength))))
+    return SystemOutput(frames=decode(sample_from(fn, batch.source, cfg.sampler(strength)), models.codec))
 
 
 def unfrozen_backbone(models: ToyModels, runs_dir: Path) -> torch.nn.Module:

@@ -26,7 +26,7 @@ from imvideoedit_core.edit.sampling import backbone_velocity, sample_from, seede
 
 from . import judge, world
 from .evaluate import SHEETS, EvalConfig, decode, write_sheet
-from .models import CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
+from .models import FRAME_SIZE, MODELS_DIR, ToyModels, load_models
 from .report import markdown_rows, save_feature_results, write_feature_section
 
 SEED_START = 7_000_000  # evaluation-split seeds of their own range (the edit evaluation uses 1M-5M+)
@@ -79,7 +79,7 @@ def sample_videos(models, captions: list[str], cfg: EvalConfig, *, start: torch.
         latent = sample_from(fn, start, cfg.sampler(strength), noise=noise)
     if frame_by_frame:
         latent = latent.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)  # back to (B, C, T, h, w)
-    return decode(latent)
+    return decode(latent, models.codec)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -102,14 +102,13 @@ def measure(models_dir: Path, *, count: int, cfg: EvalConfig, batch: int = 8,
         chunk = scenes[i:i + batch]
         captions = [world.caption(s) for s in chunk]
         references = [world.render(s).frames for s in chunk]
-        noise_start = torch.zeros(len(chunk), 16, cfg.frames, FRAME_SIZE // 2, FRAME_SIZE // 2)
-        videos = sample_videos(models, captions, cfg, start=noise_start, low_noise=low_noise)
+        clean = torch.cat([models.codec.encode(r) for r in references])       # (B, C, T, h, w)
+        videos = sample_videos(models, captions, cfg, start=torch.zeros_like(clean), low_noise=low_noise)
         for scene, reference, video in zip(chunk, references, videos):
             sampled += judge.generation_stats(video, scene)
             truth += judge.generation_stats(reference, scene)
             if len(sheets) < 12:
                 sheets += [reference, video]
-        clean = torch.cat([CODEC.encode(r) for r in references])
         for strength, alone in finished:
             videos = sample_videos(models, captions, cfg, start=clean, strength=strength, frame_by_frame=alone,
                                    low_noise=low_noise)

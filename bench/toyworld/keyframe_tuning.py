@@ -28,7 +28,7 @@ from imvideoedit_core.edit.streams import TwoStreamRunner
 
 from . import world
 from .evaluate import EvalConfig, decode, eval_examples, make_batch, score
-from .models import ADAPTER_FILE, CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
+from .models import ADAPTER_FILE, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
 from .report import markdown_rows, publish, quick_flag
 
 NAME = "keyframe_tuning"
@@ -101,7 +101,7 @@ def edit_video(models: ToyModels, adapter, example: Example, cfg: EvalConfig, *,
     noise = seeded_noise(batch.source.shape, seed=cfg.seed)
     hooks = []
     if pin_first:
-        known = CODEC.encode(example.target_frames)                      # (1, C, T, h, w); frame 0 is the keyframe
+        known = models.codec.encode(example.target_frames)                      # (1, C, T, h, w); frame 0 is the keyframe
         keep = torch.zeros(1, 1, known.shape[2], 1, 1)
         keep[:, :, 0] = 1.0
         hooks = [KnownLatentHook(known=known, noise=noise, keep=keep)]
@@ -109,13 +109,13 @@ def edit_video(models: ToyModels, adapter, example: Example, cfg: EvalConfig, *,
         out = edit_latent(runner, EditRequest(source=batch.source, context=batch.instruction,
                                               negative_context=batch.empty, config=cfg.sampler(), noise=noise,
                                               features=hooks))
-    return decode(out.latent)[0]
+    return decode(out.latent, models.codec)[0]
 
 
 def tune(models: ToyModels, base, example: Example, tuning: KeyframeTuning):
     return tune_on_keyframe(partial(TwoStreamRunner, models.backbone), base, source=example.source_frames[0],
                             edited=example.target_frames[0],
-                            instruction=example.instruction, encode_images=CODEC.encode_images,
+                            instruction=example.instruction, encode_images=models.codec.encode_images,
                             encode_text=models.text_encoder, config=tuning,
                             video_size=tuple(example.source_frames.shape[1:3]))
 

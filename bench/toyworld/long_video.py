@@ -37,7 +37,7 @@ from imvideoedit_core.io.video import read_video, write_video
 
 from . import world
 from .evaluate import EvalConfig, score
-from .models import ADAPTER_FILE, CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
+from .models import ADAPTER_FILE, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
 from .report import RESULTS, markdown_rows, save_feature_results, write_feature_section
 
 WINDOW = 8
@@ -77,14 +77,14 @@ def edit_clip(models: ToyModels, adapter, example: world.EditExample, system: Wi
     sampler = cfg.eval.sampler()
     with TwoStreamRunner(models.backbone, adapter) as runner:
         if system is None:
-            out = edit_latent(runner, EditRequest(source=CODEC.encode(example.source_frames), context=context,
+            out = edit_latent(runner, EditRequest(source=models.codec.encode(example.source_frames), context=context,
                                                   negative_context=empty, config=sampler)).latent
-            return CODEC.decode(out)
+            return models.codec.decode(out)
         edit = runner_window_editor(runner, context=context, negative_context=empty, config=sampler)
         frames = example.source_frames
         indices = keyframe_indices(frames.shape[0], system.keyframes)
         return torch.stack(list(edit_long_video(iter(frames), total=frames.shape[0], keyframes=frames[indices],
-                                                codec=CODEC, edit=edit, config=system)))
+                                                codec=models.codec, edit=edit, config=system)))
 
 
 def seam_transitions(frames: int, system: WindowConfig | None) -> set[int]:
@@ -158,16 +158,16 @@ def memory_probe(frames: int, mode: str, steps: int) -> dict:
             with TwoStreamRunner(models.backbone, adapter) as runner:
                 edit = runner_window_editor(runner, context=enc(["make the circle red"]), negative_context=enc([""]),
                                             config=cfg.eval.sampler())
-                result = edit_video_file(src, Path(tmp) / "out.mp4", codec=CODEC, edit=edit,
+                result = edit_video_file(src, Path(tmp) / "out.mp4", codec=models.codec, edit=edit,
                                          config=SYSTEMS["overlap+both"])
             held = result.peak_frames_held
         else:
             frames_in = read_video(src).frames
             with TwoStreamRunner(models.backbone, adapter) as runner, torch.no_grad():
-                latent = edit_latent(runner, EditRequest(source=CODEC.encode(frames_in),
+                latent = edit_latent(runner, EditRequest(source=models.codec.encode(frames_in),
                                                          context=enc(["make the circle red"]),
                                                          negative_context=enc([""]), config=cfg.eval.sampler())).latent
-            write_video(Path(tmp) / "out.mp4", CODEC.decode(latent), fps=8)
+            write_video(Path(tmp) / "out.mp4", models.codec.decode(latent), fps=8)
             held = frames
         seconds = time.perf_counter() - start
     peak = _status_kb("VmHWM")

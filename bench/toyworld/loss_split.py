@@ -4,8 +4,8 @@
 
 Held-out 8-frame clips (the generation judge's captions) are noised to each level and denoised in one step with the
 caption (x0 = x - sigma * velocity, no guidance). The squared pixel error of that estimate splits exactly into two
-orthogonal parts: the error of every token's mean colour (a token covers 4x4 pixels: the codec's 2x2 times the
-backbone's 2x2 patch), which a blur of the right colour already gets right, and the error of the detail around
+orthogonal parts: the error of every token's mean colour (a token covers the codec's stride times the backbone's
+2x2 patch: 4x4 pixels on the pixel codec, 8x8 on the learned one), which a blur of the right colour already gets right, and the error of the detail around
 each token's mean, where an object's edge decides its shape. Nothing is written.
 """
 
@@ -23,9 +23,8 @@ from imvideoedit_core.edit.sampling import noised, seeded_noise
 
 from . import world
 from .generation import held_out_scenes
-from .models import CODEC, load_models
+from .models import load_models
 
-TOKEN_PIXELS = 4  # the codec's 2x2 pixel blocks times the backbone's (1, 2, 2) patches
 SIGMAS = (0.2, 0.4, 0.7)
 
 
@@ -38,7 +37,7 @@ class ErrorSplit:
     detail: float
 
 
-def split_error(estimate: torch.Tensor, truth: torch.Tensor, *, block: int = TOKEN_PIXELS) -> ErrorSplit:
+def split_error(estimate: torch.Tensor, truth: torch.Tensor, *, block: int) -> ErrorSplit:
     """Split the squared error of ``estimate`` against ``truth`` ([..., H, W, 3]) into its per-block mean and the
     rest; H and W must be multiples of ``block``."""
     if estimate.shape != truth.shape:
@@ -56,15 +55,16 @@ def measure(models_dir: Path, *, count: int = 32, sigmas: tuple[float, ...] = SI
     models = load_models(models_dir)
     scenes = held_out_scenes(count, frames=8)
     truths = torch.stack([world.render(s).frames for s in scenes])                 # (B, 8, 32, 32, 3)
-    latents = torch.cat([CODEC.encode(t) for t in truths])                        # (B, 16, 8, 16, 16)
+    latents = torch.cat([models.codec.encode(t) for t in truths])                 # (B, C, 8, h, w)
     context = models.text_encoder([world.caption(s) for s in scenes])
+    token_pixels = models.codec.spatial_stride * models.backbone.config.patch_size[-1]  # a token's side, px
     result = {}
     for sigma in sigmas:
         x = noised(latents, seeded_noise(latents.shape, seed=seed), sigma)
         with torch.no_grad():
             velocity = models.backbone(x, torch.full((count,), 1000.0 * sigma), context)
-        estimate = torch.stack([CODEC.decode(x0[None]) for x0 in x - sigma * velocity])
-        result[f"{sigma:g}"] = asdict(split_error(estimate, truths))
+        estimate = torch.stack([models.codec.decode(x0[None]) for x0 in x - sigma * velocity])
+        result[f"{sigma:g}"] = asdict(split_error(estimate, truths, block=token_pixels))
     return result
 
 

@@ -32,7 +32,7 @@ from imvideoedit_core.edit.streams import TwoStreamRunner
 
 from . import world
 from .evaluate import Batch, EvalConfig, decode, edit_success, eval_examples, make_batch
-from .models import ADAPTER_FILE, CODEC, FRAME_SIZE, MODELS_DIR, load_models
+from .models import ADAPTER_FILE, FRAME_SIZE, MODELS_DIR, load_models
 from .report import markdown_rows, save_feature_results, write_feature_section
 
 KINDS = world.OBJECT_EDIT_KINDS  # recolor, reshape, remove: the edits with a local region
@@ -65,10 +65,10 @@ def user_masks(batch: Batch) -> torch.Tensor:
     return torch.stack([dilate(e.edit_mask, DILATE) for e in batch.examples])
 
 
-def to_latent_grid(masks: torch.Tensor) -> torch.Tensor:
-    """[B, T, H, W] pixel masks -> (B, 1, T, h, w) with ToyWorld's codec (2x2 pixels per latent pixel, stride 1)."""
+def to_latent_grid(masks: torch.Tensor, stride: int) -> torch.Tensor:
+    """[B, T, H, W] pixel masks -> (B, 1, T, h, w) for a codec of this spatial stride (temporal stride 1)."""
     _, t, h, w = masks.shape
-    grids = [latent_mask(m, frames=t, height=h, width=w, temporal_stride=1, spatial_stride=CODEC.patch)
+    grids = [latent_mask(m, frames=t, height=h, width=w, temporal_stride=1, spatial_stride=stride)
              for m in masks]
     return (torch.cat(grids) >= 0.5).float()
 
@@ -80,9 +80,9 @@ def gate_masks(gate: torch.Tensor, *, latent_size: int, invert: bool) -> torch.T
     return gate_latent_mask(1 - norm if invert else norm, height=latent_size, width=latent_size, threshold=0.5)
 
 
-def pixel_mask(latent_grid: torch.Tensor) -> torch.Tensor:
-    """(1, 1, T, h, w) latent mask -> [T, H, W] pixels (nearest)."""
-    return latent_grid[0, 0].repeat_interleave(CODEC.patch, -2).repeat_interleave(CODEC.patch, -1)
+def pixel_mask(latent_grid: torch.Tensor, stride: int) -> torch.Tensor:
+    """(1, 1, T, h, w) latent mask -> [T, H, W] pixels (nearest), for a codec of this spatial stride."""
+    return latent_grid[0, 0].repeat_interleave(stride, -2).repeat_interleave(stride, -1)
 
 
 def gradients(video: torch.Tensor) -> torch.Tensor:
@@ -115,8 +115,8 @@ def run_systems(runner: TwoStreamRunner, batch: Batch, cfg: MaskBenchConfig) -> 
     sampler = cfg.eval.sampler()
     args = dict(context=batch.instruction, negative_context=batch.empty, config=sampler)
     first = edit_latent(runner, EditRequest(source=batch.source, return_gate=True, **args))
-    grid = to_latent_grid(user_masks(batch))
     size = batch.source.shape[-1]
+    grid = to_latent_grid(user_masks(batch), FRAME_SIZE // size)
     masks = {"hard": (grid, MaskBoundary(kind="hard"))}
     masks.update({f"progressive_b{b:g}": (grid, MaskBoundary(kind="progressive", band=b)) for b in cfg.bands})
     masks["gate"] = (gate_masks(first.gate, latent_size=size, invert=False), MaskBoundary(band=GATE_BAND))
@@ -143,9 +143,9 @@ def measure(cfg: MaskBenchConfig) -> dict:
             batch = make_batch(eval_examples(kind, replace(cfg.eval, per_kind=cfg.per_kind)), models)
             painted = user_masks(batch)
             for name, (latents, masks) in run_systems(runner, batch, cfg).items():
-                frames = decode(latents)
+                frames = decode(latents, models.codec)
                 for i, example in enumerate(batch.examples):
-                    system_mask = painted[i] if masks is None else pixel_mask(masks[i:i + 1])
+                    system_mask = painted[i] if masks is None else pixel_mask(masks[i:i + 1], models.codec.spatial_stride)
                     scores.setdefault(name, []).append(score(frames[i], example, user_mask=painted[i],
                                                              system_mask=system_mask))
                     if masks is not None:

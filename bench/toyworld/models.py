@@ -1,7 +1,9 @@
-"""The ToyWorld models: the ``toy`` Wan backbone, a word-level text encoder and the pixel codec, saved together.
+"""The ToyWorld models: the ``toy`` Wan backbone, a word-level text encoder and the codec, saved together.
 
-Latent space: ``PatchCodec(16, patch=2)``, an exact space-to-depth of 2x2 pixel blocks (no learned VAE), so a
-32x32 frame is a 16x16 latent and, with the backbone's (1, 2, 2) patches, 64 tokens.
+Latent space: the codec file in the models folder (``codec.safetensors``, a learned ``ConvCodec`` standing in for
+Wan's VAE, 4x smaller in space: a 32x32 frame is an 8x8 latent, 16 tokens with the backbone's (1, 2, 2) patches);
+a folder without one was trained on ``PatchCodec(16, patch=2)``, an exact space-to-depth of 2x2 pixel blocks (a
+16x16 latent, 64 tokens), which is what ``load_models`` then gives.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from imvideoedit_core.model.config import BackboneConfig, backbone_preset
 from bench.standins import PatchCodec, WordTextEncoder
 
 from . import world
+from .codec import CodecConfig, ConvCodec
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 BACKBONE_FILE = "backbone.safetensors"
 TEXT_FILE = "text_encoder.safetensors"
 ADAPTER_FILE = "adapter.safetensors"
+CODEC_FILE = "codec.safetensors"
 FRAME_SIZE = 32
-CODEC = PatchCodec(channels=16, patch=2)
+CODEC = PatchCodec(channels=16, patch=2)  # the latent space of model folders without a codec file
 
 
 def vocabulary() -> list[str]:
@@ -54,7 +58,7 @@ def new_backbone(seed: int, preset: str = "toy", prediction: str = "velocity") -
 class ToyModels:
     backbone: WanDiT
     text_encoder: WordTextEncoder
-    codec: PatchCodec = CODEC
+    codec: PatchCodec | ConvCodec = CODEC
 
 
 def save_models(folder: Path, models: ToyModels, *, summary: dict,
@@ -84,8 +88,29 @@ def _read(path: Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, str]
         return {k: f.get_tensor(k) for k in f.keys()}, meta
 
 
+def save_codec(folder: Path, codec: ConvCodec, *, summary: dict) -> None:
+    """The codec's weights in float16 and its latent statistics in float32, with its config in the metadata."""
+    tensors = {k: v if k.startswith("latent_") else v.to(torch.float16) for k, v in codec.state_dict().items()}
+    atomic_save_safetensors(tensors, folder / CODEC_FILE, {"summary": json.dumps(summary, sort_keys=True),
+                                                          "format": "toyworld-codec",
+                                                          "config": codec.config.to_json()})
+
+
+def load_codec(folder: Path) -> ConvCodec:
+    """The learned codec in ``folder`` (float32, eval mode, no gradients)."""
+    weights, meta = _read(folder / CODEC_FILE, "toyworld-codec")
+    codec = ConvCodec(CodecConfig.from_json(meta["config"]))
+    codec.load_state_dict({k: v.float() for k, v in weights.items()})
+    return codec.requires_grad_(False).eval()
+
+
+def folder_codec(folder: Path) -> PatchCodec | ConvCodec:
+    """The latent space a model folder was trained in: its codec file, else the exact ``PatchCodec``."""
+    return load_codec(folder) if (folder / CODEC_FILE).is_file() else CODEC
+
+
 def load_models(folder: Path = MODELS_DIR) -> ToyModels:
-    """The frozen pretrained backbone and text encoder (eval mode, no gradients)."""
+    """The frozen pretrained backbone and text encoder (eval mode, no gradients), with the folder's codec."""
     weights, meta = _read(folder / BACKBONE_FILE, "toyworld-backbone")
     backbone = WanDiT(BackboneConfig.from_json(meta["config"]))
     backbone.load_state_dict(weights)
@@ -93,4 +118,5 @@ def load_models(folder: Path = MODELS_DIR) -> ToyModels:
     cfg = json.loads(meta["config"])
     text = WordTextEncoder(cfg["vocab"], cfg["text_dim"], max_len=cfg["max_len"])
     text.load_state_dict(weights)
-    return ToyModels(backbone=backbone.requires_grad_(False).eval(), text_encoder=text.requires_grad_(False).eval())
+    return ToyModels(backbone=backbone.requires_grad_(False).eval(), text_encoder=text.requires_grad_(False).eval(),
+                     codec=folder_codec(folder))

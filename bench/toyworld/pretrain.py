@@ -27,6 +27,14 @@ on a GPU so far, none was lent):
     python -m bench.toyworld.pretrain --positions --lr 2e-3 --noise-shift 3 --steps 40000 --device cuda --workers 12 \
         --out out/pretrain-gpu
 
+In a learned codec's latent space (issue 18: ``--codec DIR`` copies ``DIR/codec.safetensors`` into the run folder,
+whose models then load with that codec), with batches drawn from a pool of clips encoded once, and the weights
+judged on held-out captions every 4000 steps (``OUT/generation_curve.jsonl``):
+
+    python -m bench.toyworld.train_codec --out out/codec            # the codec first (~15 min alone)
+    python -m bench.toyworld.pretrain --positions --lr 2e-3 --noise-shift 3 --codec out/codec --video-batch 16 \
+        --image-batch 64 --pool-clips 12000 --steps 20000 --judge-every 4000 --out out/pretrain-codec
+
 Steps alternate between batches of 8-frame videos and batches of single frames (one-frame videos), as Wan is
 trained on both. Scenes come from training-split seeds only; a share of them carries a global style so that the
 backbone can render the targets of style edits.
@@ -36,8 +44,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,18 +59,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import safe_open
 
-from imvideoedit_core.model.adapter_file import STATE_FORMAT
+from imvideoedit_core.model.adapter_file import STATE_FORMAT, atomic_save_safetensors
 from imvideoedit_core.model.config import BackboneConfig, backbone_preset
 from imvideoedit_core.edit.sampling import noised, shift_sigma
 from imvideoedit_core.train.trainer import EMA, load_train_state, save_train_state
 
 from . import world
-from .models import (CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, new_backbone, new_text_encoder, save_models)
+from .models import (CODEC_FILE, FRAME_SIZE, MODELS_DIR, ToyModels, folder_codec, new_backbone, new_text_encoder,
+                     save_models)
 
 STYLE_SHARE = 0.2       # scenes rendered with a random global style
 CAPTION_DROPOUT = 0.1   # scenes trained with the empty caption (for classifier-free guidance)
 STATE_FILE = "pretrain.train-state.safetensors"
 LOG_FILE = "pretrain_log.txt"
+CURVE_FILE = "generation_curve.jsonl"  # --judge-every: one line of held-out generation scores per checkpoint
+CURVE_CAPTIONS = 32
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,7 @@ class PretrainConfig:
     seed: int = 0
     max_objects: int = world.MAX_OBJECTS  # fewer: a simpler world (a diagnostic of what the compute can learn)
     noise_shift: float = 1.0       # > 1: training noise levels moved towards pure noise (where layouts are decided)
+    pool_clips: int = 0            # > 0: draw batches from this many clips encoded once (``LatentPool``)
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up, then a cosine decay from lr to min_lr at the last step."""
@@ -114,16 +128,63 @@ def training_scene(scene_seed: int, *, frames: int, max_objects: int = world.MAX
     return scene
 
 
-def batch(cfg: PretrainConfig, step: int) -> tuple[torch.Tensor, list[str]]:
-    """Latents (B, 16, T, 16, 16) and captions for one step: videos on even steps, single frames on odd ones."""
+def batch(cfg: PretrainConfig, step: int, codec) -> tuple[torch.Tensor, list[str]]:
+    """Latents (B, C, T, h, w) through ``codec`` and captions for one step: videos on even steps, single frames on
+    odd ones."""
     video = step % 2 == 0
     size, frames = (cfg.video_batch, cfg.frames) if video else (cfg.image_batch, 1)
     scenes = [training_scene(train_seed(cfg.seed, step, i), frames=frames, max_objects=cfg.max_objects)
               for i in range(size)]
-    latents = torch.cat([CODEC.encode(world.render(s).frames) for s in scenes])
+    latents = torch.cat([codec.encode(world.render(s).frames) for s in scenes])
     drop = np.random.default_rng([cfg.seed, step, 99]).random(size) < CAPTION_DROPOUT
     captions = ["" if d else world.caption(s) for s, d in zip(scenes, drop)]
     return latents, captions
+
+
+@dataclass(frozen=True)
+class LatentPool:
+    """Training clips encoded once: a learned codec's encoder costs about as much per step as the toy backbone's
+    training step (0.28 s for a step's 128 frames, measured), so a codec run draws its batches from a pool instead
+    of encoding fresh scenes every step. Video steps take whole clips; image steps take one random frame of a clip
+    (any frame of a scene is itself a scene's render)."""
+
+    latents: torch.Tensor  # (P, C, T, h, w), float16
+    captions: list[str]
+
+    def batch(self, cfg: PretrainConfig, step: int) -> tuple[torch.Tensor, list[str]]:
+        rng = np.random.default_rng([cfg.seed, step, 7])
+        video = step % 2 == 0
+        size = cfg.video_batch if video else cfg.image_batch
+        clips = rng.integers(len(self.captions), size=size)
+        if video:
+            latents = self.latents[clips]                                          # (B, C, T, h, w)
+        else:
+            frames = rng.integers(self.latents.shape[2], size=size)
+            latents = self.latents[clips, :, frames].unsqueeze(2)                  # (B, C, 1, h, w)
+        drop = np.random.default_rng([cfg.seed, step, 99]).random(size) < CAPTION_DROPOUT
+        return latents.float(), ["" if d else self.captions[c] for c, d in zip(clips, drop)]
+
+
+POOL_FILE = "latent_pool.safetensors"
+
+
+def latent_pool(cfg: PretrainConfig, codec, out: Path) -> LatentPool:
+    """The run's pool: read from ``out/POOL_FILE`` when it was made for this run (seed, size, codec), else encoded
+    from training-split scenes (a function of the seed) and written there, so a resumed run does not encode again."""
+    identity = {"seed": str(cfg.seed), "pool_clips": str(cfg.pool_clips), "frames": str(cfg.frames),
+                "max_objects": str(cfg.max_objects), "codec_sha256": str(_codec_digest(out))}
+    path = out / POOL_FILE
+    if path.is_file():
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if all(meta.get(k) == v for k, v in identity.items()):
+                return LatentPool(latents=f.get_tensor("latents"), captions=json.loads(meta["captions"]))
+    scenes = [training_scene(train_seed(cfg.seed, 1 << 40, i), frames=cfg.frames, max_objects=cfg.max_objects)
+              for i in range(cfg.pool_clips)]
+    latents = torch.cat([codec.encode(world.render(s).frames).to(torch.float16) for s in scenes])
+    pool = LatentPool(latents=latents, captions=[world.caption(s) for s in scenes])
+    atomic_save_safetensors({"latents": latents}, path, {**identity, "captions": json.dumps(pool.captions)})
+    return pool
 
 
 def flow_loss(models: ToyModels, latents: torch.Tensor, captions: list[str], gen: torch.Generator, *,
@@ -141,19 +202,23 @@ class _Batches(torch.utils.data.Dataset):
     """The run's batches from ``start`` on, item i being step start+i's: a pure function of (seed, step), so
     rendering them in worker processes changes nothing but the time."""
 
-    def __init__(self, cfg: PretrainConfig, start: int):
-        self.cfg, self.start = cfg, start
+    def __init__(self, cfg: PretrainConfig, start: int, codec, pool: LatentPool | None = None):
+        self.cfg, self.start, self.codec, self.pool = cfg, start, codec, pool
 
     def __len__(self) -> int:
         return max(0, self.cfg.steps - self.start)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, list[str]]:
-        return batch(self.cfg, self.start + index)
+        if self.pool is not None:
+            return self.pool.batch(self.cfg, self.start + index)
+        return batch(self.cfg, self.start + index, self.codec)
 
 
-def batches(cfg: PretrainConfig, start: int, *, workers: int = 0) -> Iterator[tuple[torch.Tensor, list[str]]]:
-    """Step start's batch, then the next ones; ``workers`` > 0 renders them ahead in that many processes."""
-    return iter(torch.utils.data.DataLoader(_Batches(cfg, start), batch_size=None, num_workers=workers,
+def batches(cfg: PretrainConfig, start: int, codec, *, workers: int = 0,
+            pool: LatentPool | None = None) -> Iterator[tuple[torch.Tensor, list[str]]]:
+    """Step start's batch, then the next ones (from ``pool`` when given); ``workers`` > 0 renders them ahead in
+    that many processes."""
+    return iter(torch.utils.data.DataLoader(_Batches(cfg, start, codec, pool), batch_size=None, num_workers=workers,
                                             prefetch_factor=2 if workers else None))
 
 
@@ -165,13 +230,14 @@ class _Both(nn.Module):
         self.backbone, self.text_encoder = models.backbone, models.text_encoder
 
 
-def _check_resumable(path: Path, identity: "_StateConfig") -> None:
+def check_resumable(path: Path, identity: dict) -> None:
+    """Refuse to continue the training state at ``path`` unless it was saved with the same ``identity``."""
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     if meta.get("format") != STATE_FORMAT:
         raise ValueError(f"{path} is not a training state; move it away or pick another --out")
     saved = json.loads(meta.get("train_config", "{}"))
-    wanted = json.loads(json.dumps(identity.as_dict()))  # tuples become lists, as in the saved JSON
+    wanted = json.loads(json.dumps(identity))  # tuples become lists, as in the saved JSON
     if saved != wanted:
         changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
         raise ValueError(f"{path} belongs to a run with other settings ({', '.join(changed)} differ): continue "
@@ -180,10 +246,11 @@ def _check_resumable(path: Path, identity: "_StateConfig") -> None:
 
 @dataclass(frozen=True)
 class _StateConfig:
-    """What the resume state records as the run's identity: the schedule and the backbone's shape."""
+    """What the resume state records as the run's identity: the schedule, the backbone's shape and the codec."""
 
     run: PretrainConfig
     backbone: BackboneConfig
+    codec: str | None = None  # sha256 of the codec file the latents come from; None: the pixel codec
 
     def as_dict(self) -> dict:  # dataclasses.asdict of this would nest the backbone's own fields
         run = dataclasses.asdict(self.run)
@@ -191,31 +258,67 @@ class _StateConfig:
             del run["max_objects"]
         if run["noise_shift"] == 1.0:  # as above
             del run["noise_shift"]
+        if run["pool_clips"] == 0:  # as above
+            del run["pool_clips"]
         backbone = json.loads(self.backbone.to_json())
         if backbone["absolute_position"] == "none":  # as above: states saved before the option still resume
             del backbone["absolute_position"], backbone["position_grid"]
-        return {**run, "backbone": backbone}
+        codec = {} if self.codec is None else {"codec_sha256": self.codec}  # as above
+        return {**run, "backbone": backbone, **codec}
+
+
+def use_codec(out: Path, codec_dir: Path) -> None:
+    """Put ``codec_dir``'s codec file into the run folder ``out`` (a run keeps the codec its latents came from)."""
+    source, kept = codec_dir / CODEC_FILE, out / CODEC_FILE
+    if not source.is_file():
+        raise ValueError(f"no codec file in {codec_dir}: train one with `python -m bench.toyworld.train_codec`")
+    if kept.is_file() and kept.read_bytes() != source.read_bytes():
+        raise ValueError(f"{out} already trains on another codec: continue it without --codec, or pick another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, kept)
+
+
+def _codec_digest(out: Path) -> str | None:
+    path = out / CODEC_FILE
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def judge_checkpoint(out: Path, step: int) -> dict:
+    """Judge the model files in ``out`` as a text-to-video generator on held-out captions (``generation``) and
+    append the scores to ``out/CURVE_FILE``: the run's curve of presence, shape and stability against steps."""
+    from .evaluate import EvalConfig  # here: evaluate imports train_adapter, which imports this module
+    from .generation import measure
+    with torch.random.fork_rng(devices=[]):
+        result = measure(out, count=CURVE_CAPTIONS, cfg=EvalConfig(), from_truth=())
+    line = {"step": step, "captions": CURVE_CAPTIONS, "seconds": result["seconds"], **result["sampled"]}
+    with (out / CURVE_FILE).open("a") as curve:
+        print(json.dumps(line), file=curve, flush=True)
+    return line
 
 
 def pretrain(cfg: PretrainConfig, out: Path, *, minutes: float = math.inf, save_every: int = 500,
-             log_every: int = 100, workers: int = 0, device: str = "cpu") -> dict:
+             log_every: int = 100, workers: int = 0, device: str = "cpu", judge_every: int = 0) -> dict:
     """Train (or continue) the run in ``out`` for at most ``minutes``; returns a summary of the whole run.
+    The latents come from the codec file in ``out`` (``use_codec``), else from the pixel codec.
     ``workers``: render the batches ahead in that many processes (the same batches, sooner); ``device``: where
-    the models train (batches and noise are made on the CPU, so a run can move between devices)."""
+    the models train (batches and noise are made on the CPU, so a run can move between devices); ``judge_every``:
+    judge the saved weights every that many steps (``judge_checkpoint``; 0: never)."""
+    codec = folder_codec(out)
     backbone = new_backbone(cfg.seed, cfg.preset, cfg.prediction)
     models = ToyModels(backbone=backbone, text_encoder=new_text_encoder(cfg.seed, backbone.config))
     both = _Both(models).to(device)
     optimizer = torch.optim.AdamW(both.parameters(), lr=cfg.lr, weight_decay=0.01)
     ema = EMA(both, cfg.ema_decay)
     out.mkdir(parents=True, exist_ok=True)
-    state_path, identity = out / STATE_FILE, _StateConfig(cfg, backbone.config)
+    state_path, identity = out / STATE_FILE, _StateConfig(cfg, backbone.config, _codec_digest(out))
     step = 0
     if state_path.is_file():
-        _check_resumable(state_path, identity)
+        check_resumable(state_path, identity.as_dict())
         step = load_train_state(state_path, both, optimizer, ema)
         ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
     start, losses = time.perf_counter(), []
-    data = batches(cfg, step, workers=workers)
+    pool = latent_pool(cfg, codec, out) if cfg.pool_clips else None
+    data = batches(cfg, step, codec, workers=workers, pool=pool)
     with (out / LOG_FILE).open("a") as log:
         while step < cfg.steps and time.perf_counter() - start < 60 * minutes:
             for group in optimizer.param_groups:
@@ -235,8 +338,11 @@ def pretrain(cfg: PretrainConfig, out: Path, *, minutes: float = math.inf, save_
                 recent = sum(losses[-log_every:]) / len(losses[-log_every:])
                 print(f"step {step}: loss {recent:.4f} lr {cfg.lr_at(step - 1):.2e} "
                       f"({time.perf_counter() - start:.0f} s this chunk)", file=log, flush=True)
-            if step % save_every == 0 and step < cfg.steps:
+            judging = judge_every > 0 and step % judge_every == 0
+            if judging or (step % save_every == 0 and step < cfg.steps):
                 _save(out, both, optimizer, ema, step, identity, losses)
+            if judging:
+                judge_checkpoint(out, step)
         _save(out, both, optimizer, ema, step, identity, losses)  # the end of the run or of this chunk
         summary = _summary(identity, step, losses, time.perf_counter() - start)
         print(json.dumps(summary), file=log, flush=True)
@@ -287,12 +393,23 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0,
                         help="render batches ahead in this many processes (0: in the training process)")
     parser.add_argument("--device", default="cpu", help="where to train, e.g. cuda (untested here: no GPU)")
+    parser.add_argument("--judge-every", type=int, default=0,
+                        help=f"judge the weights on {CURVE_CAPTIONS} held-out captions every this many steps "
+                             f"(appended to OUT/{CURVE_FILE}; 0: never)")
+    parser.add_argument("--codec", type=Path, default=None,
+                        help="train in the latent space of the codec file in this folder (copied into --out)")
+    parser.add_argument("--pool-clips", type=int, default=0,
+                        help="draw batches from this many training clips encoded once (0: fresh scenes every step)")
+    parser.add_argument("--video-batch", type=int, default=None, help="clips a video step (default: the recipe's)")
+    parser.add_argument("--image-batch", type=int, default=None, help="frames an image step (default: the recipe's)")
     parser.add_argument("--quick", action="store_true", help="a few steps on small batches (CI smoke run)")
     args = parser.parse_args()
     try:
         torch.empty(0, device=args.device)
     except (RuntimeError, AssertionError) as error:
         raise SystemExit(f"--device {args.device}: {str(error).splitlines()[0]}") from None
+    if args.judge_every < 0:
+        raise SystemExit(f"--judge-every {args.judge_every}: give a number of steps, or 0 for never")
     if args.workers < 0:
         raise SystemExit(f"--workers {args.workers}: give 0 or more worker processes")
     recipe = WIDE_RECIPE if args.wide else LONG_RECIPE if args.long else POSITION_RECIPE if args.positions else None
@@ -316,9 +433,22 @@ def main() -> None:
         if not args.lr > 0:
             raise SystemExit(f"--lr {args.lr}: the learning rate must be positive")
         cfg = dataclasses.replace(cfg, lr=args.lr, min_lr=min(cfg.min_lr, args.lr))
+    if args.pool_clips < 0:
+        raise SystemExit(f"--pool-clips {args.pool_clips}: give a number of clips, or 0 for fresh scenes")
+    cfg = dataclasses.replace(cfg, pool_clips=args.pool_clips)
+    for name in ("video_batch", "image_batch"):
+        if getattr(args, name) is not None:
+            if getattr(args, name) < 1:
+                raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)}: give at least 1")
+            cfg = dataclasses.replace(cfg, **{name: getattr(args, name)})
+    if args.codec is not None:
+        try:
+            use_codec(args.out, args.codec)
+        except ValueError as error:
+            raise SystemExit(f"--codec: {error}") from None
     torch.set_num_threads(2)
     print(json.dumps(pretrain(cfg, args.out, minutes=args.minutes, save_every=args.save_every,
-                              workers=args.workers, device=args.device)))
+                              workers=args.workers, device=args.device, judge_every=args.judge_every)))
 
 
 if __name__ == "__main__":

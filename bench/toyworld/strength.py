@@ -52,7 +52,7 @@ def run_ours(models: ToyModels, adapter, batch: Batch, cfg: EvalConfig, strength
         out = edit_latent(runner, EditRequest(source=batch.source, context=batch.instruction,
                                               negative_context=batch.empty, config=cfg.sampler(strength),
                                               features=[StartLatent(start)]))
-    return decode(out.latent)
+    return decode(out.latent, models.codec)
 
 
 def run_degrade_then_regenerate(models: ToyModels, batch: Batch, cfg: EvalConfig, strength: float,
@@ -60,7 +60,7 @@ def run_degrade_then_regenerate(models: ToyModels, batch: Batch, cfg: EvalConfig
     """evaluate.run_degrade_then_regenerate with a start latent: plain backbone, target caption, from the
     (degraded) source."""
     fn = backbone_velocity(models.backbone, batch.caption, batch.empty, cfg=cfg.cfg)
-    return decode(sample_from(fn, batch.source, cfg.sampler(strength), start=start))
+    return decode(sample_from(fn, batch.source, cfg.sampler(strength), start=start), models.codec)
 
 
 def mean_scores(frames: torch.Tensor, examples: list[world.EditExample]) -> dict[str, float | None]:

@@ -37,7 +37,7 @@ from imvideoedit_core.edit.streams import TwoStreamRunner
 from imvideoedit_core.train.trainer import LatentBatch, TrainConfig, difference_mask, train_adapter
 
 from . import world
-from .models import ADAPTER_FILE, CODEC, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
+from .models import ADAPTER_FILE, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
 from .pretrain import train_seed
 
 RUNS_DIR = Path(__file__).resolve().parent / "runs"
@@ -58,13 +58,13 @@ class ToyEditPairs:
         examples = [world.make_example(train_seed(self.seed, step * world_size + rank, i), size=FRAME_SIZE,
                                        frames=self.frames) for i in range(self.batch_size)]
         with torch.no_grad():
-            source = torch.cat([CODEC.encode(e.source_frames) for e in examples])  # (B, C, T, h, w)
+            source = torch.cat([self.models.codec.encode(e.source_frames) for e in examples])  # (B, C, T, h, w)
             mask = None
             if self.frames == 1:  # image pairs tell where they differ (the gate loss reads it)
                 mask = difference_mask(torch.cat([e.source_frames for e in examples]).permute(0, 3, 1, 2),
                                        torch.cat([e.target_frames for e in examples]).permute(0, 3, 1, 2),
                                        source.shape[-2:])
-            return LatentBatch(source=source, target=torch.cat([CODEC.encode(e.target_frames) for e in examples]),
+            return LatentBatch(source=source, target=torch.cat([self.models.codec.encode(e.target_frames) for e in examples]),
                                context=self.models.text_encoder([e.instruction for e in examples]),
                                empty_context=self.empty, edit_mask=mask)
 

@@ -1,0 +1,148 @@
+"""ToyWorld's learned video codec: a small convolutional autoencoder that stands in for Wan's VAE.
+
+Wan's DiT never draws pixels: its VAE compresses 8x in space, and its decoder draws the edges. ToyWorld's
+``PatchCodec`` is an exact 2x2 space-to-depth, so the toy DiT had to draw every edge itself (issue 9: 85-90% of its
+denoising error was detail inside tokens). ``ConvCodec`` takes that burden off the DiT:
+
+    frames [T, H, W, 3] in 0..1 --encoder--> latent (1, C, T, H/s, W/s) --decoder--> frames [T, H, W, 3]
+
+with ``s = spatial_stride`` (2 per entry of ``widths`` after the first). Frames are coded one by one (temporal
+stride 1), so an image is a one-frame video exactly as in Wan, and a clip of any length is a latent of as many
+frames. The encoder is deterministic (no sampling); the latent is normalised per channel with the training
+latents' mean and standard deviation (as ComfyUI's Wan latent format does), so the backbone sees unit-scale
+channels. The interface is ``PatchCodec``'s: ``encode``, ``decode``, ``encode_images``, ``channels``,
+``spatial_stride``, ``temporal_stride``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    channels: int = 16                    # latent channels (the backbone's in_dim)
+    widths: tuple[int, ...] = (24, 48, 64)  # feature widths, full resolution first; each later one halves the size
+
+    def __post_init__(self):
+        if self.channels < 1 or not self.widths or min(self.widths) < 1:
+            raise ValueError(f"a codec needs positive channels and widths, got {self.channels} and {self.widths}")
+
+    @property
+    def spatial_stride(self) -> int:
+        return 2 ** (len(self.widths) - 1)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "CodecConfig":
+        data = json.loads(text)
+        return cls(channels=int(data["channels"]), widths=tuple(int(w) for w in data["widths"]))
+
+
+class ResBlock(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
+class Encoder(nn.Module):
+    """(N, 3, H, W) in -1..1 -> (N, C, H/s, W/s)."""
+
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        w = cfg.widths
+        layers: list[nn.Module] = [nn.Conv2d(3, w[0], 3, padding=1), ResBlock(w[0])]
+        for a, b in zip(w, w[1:]):
+            layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), ResBlock(b)]
+        layers += [nn.SiLU(), nn.Conv2d(w[-1], cfg.channels, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """(N, C, h, w) -> (N, 3, h*s, w*s), unclamped, about -1..1."""
+
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        w = cfg.widths[::-1]
+        layers: list[nn.Module] = [nn.Conv2d(cfg.channels, w[0], 3, padding=1), ResBlock(w[0])]
+        for a, b in zip(w, w[1:]):
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(a, b, 3, padding=1), ResBlock(b)]
+        layers += [nn.SiLU(), nn.Conv2d(w[-1], 3, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class ConvCodec(nn.Module):
+    def __init__(self, cfg: CodecConfig = CodecConfig()):
+        super().__init__()
+        self.config = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        # per-channel statistics of the training latents; identity until ``set_normalisation``
+        self.register_buffer("latent_mean", torch.zeros(cfg.channels))
+        self.register_buffer("latent_std", torch.ones(cfg.channels))
+
+    @property
+    def channels(self) -> int:
+        return self.config.channels
+
+    @property
+    def spatial_stride(self) -> int:
+        return self.config.spatial_stride
+
+    temporal_stride = 1
+
+    def _scale(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.latent_mean.view(1, -1, 1, 1), self.latent_std.view(1, -1, 1, 1)
+
+    def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in 0..1 -> normalised latents (N, C, H/s, W/s)."""
+        _, _, h, w = pixels.shape
+        if h % self.spatial_stride or w % self.spatial_stride:
+            raise ValueError(f"frame size {h}x{w} is not a multiple of the codec's stride {self.spatial_stride}")
+        mean, std = self._scale()
+        return (self.encoder(pixels * 2 - 1) - mean) / std
+
+    def decode_frames(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (N, C, h, w) -> (N, 3, h*s, w*s) in -1..1, unclamped (what training compares)."""
+        mean, std = self._scale()
+        return self.decoder(latents * std + mean)
+
+    @torch.no_grad()
+    def set_normalisation(self, latents: torch.Tensor) -> None:
+        """Unnormalised latents (N, C, h, w) of training frames -> per-channel mean and std."""
+        self.latent_mean.copy_(latents.mean(dim=(0, 2, 3)))
+        self.latent_std.copy_(latents.std(dim=(0, 2, 3)).clamp_min(1e-4))
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames [T, H, W, 3] in 0..1 -> latent (1, C, T, H/s, W/s)."""
+        z = self.encode_frames(frames.permute(0, 3, 1, 2).to(self.latent_mean.dtype))  # (T, C, h, w)
+        return z.permute(1, 0, 2, 3).unsqueeze(0)
+
+    @torch.no_grad()
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """latent (1, C, T, h, w) -> frames [T, H, W, 3] in 0..1 (clamped)."""
+        z = latent[0].permute(1, 0, 2, 3).to(self.latent_mean.dtype)                     # (T, C, h, w)
+        return ((self.decode_frames(z) + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch of images (B, 3, H, W) in 0..1 as one-frame videos: (B, C, 1, H/s, W/s)."""
+        return self.encode_frames(images.to(self.latent_mean.dtype)).unsqueeze(2)

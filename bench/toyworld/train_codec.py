@@ -1,0 +1,197 @@
+"""Train ToyWorld's codec (``codec.ConvCodec``) and judge its reconstructions with the ToyWorld judge.
+
+    python -m bench.toyworld.train_codec --out out/codec              # train (resumable), then judge
+    python -m bench.toyworld.train_codec --out out/codec --judge-only  # judge the codec file in --out
+    python -m bench.toyworld.train_codec --quick --out /tmp/codec      # a smoke run
+
+Frames come from training-split scenes of every background, style and object (``pretrain.training_scene``), drawn
+from a pool rendered once per run (a function of the seed); every step takes a random batch of frames. The loss is
+L1 + MSE of the decoded frames, decoded from latents with a little noise added (``LATENT_NOISE`` of each channel's
+spread), so that the decoder forgives a latent that a diffusion model got nearly right. The run is resumable: the
+training state is saved every ``--save-every`` steps and at the end. At the end the weights are rounded to
+float16 (as shipped), the per-channel latent statistics are measured on training frames, and the codec file is
+written beside the other ToyWorld models (``models.CODEC_FILE``).
+
+The judgement (``judge_codec``): held-out scenes (evaluation-split seeds) reconstructed, scored by
+``judge.generation_stats`` against the same statistics of the truth (present, shape, stability, background), and
+held-out edit examples of every kind whose ground-truth targets are reconstructed and scored by ``judge_edit``
+(adherence, temporal, fidelity, preservation; the truth scores 1 on each). Goals (issue 18): >= 0.98 on presence,
+shape, colour and background, stability within 1.2x of the truth's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from imvideoedit_core.train.trainer import EMA, load_train_state, save_train_state
+
+from . import judge, world
+from .codec import CodecConfig, ConvCodec
+from .evaluate import EvalConfig, eval_examples
+from .generation import _meets, _ratio, held_out_scenes
+from .models import CODEC_FILE, FRAME_SIZE, load_codec, save_codec
+from .pretrain import check_resumable, train_seed, training_scene
+
+STATE_FILE = "codec.train-state.safetensors"
+LOG_FILE = "codec_log.txt"
+JUDGEMENT_FILE = "codec_judgement.json"
+LATENT_NOISE = 0.05  # training noise on the latent, as a share of each channel's standard deviation
+GOALS = {"present": 0.98, "shape": 0.98, "stability_vs_truth": 1.2,
+         "edit_axes": 0.98}  # every judge_edit axis of the reconstructed targets, worst edit kind
+
+
+@dataclass(frozen=True)
+class CodecRun:
+    steps: int = 6000
+    batch: int = 32          # frames a step
+    pool_scenes: int = 2000  # 8-frame training scenes rendered once (16 000 frames)
+    lr: float = 2e-3
+    min_lr: float = 1e-4
+    warmup: int = 100
+    seed: int = 0
+    channels: int = 16
+    widths: tuple[int, ...] = (32, 48, 64)
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.steps - self.warmup))
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+
+    @property
+    def codec_config(self) -> CodecConfig:
+        return CodecConfig(channels=self.channels, widths=self.widths)
+
+
+def frame_pool(run: CodecRun) -> torch.Tensor:
+    """(N, 3, H, W) training frames in 0..1, float16: ``pool_scenes`` scenes of 8 frames."""
+    scenes = (training_scene(train_seed(run.seed + 7919, 0, i), frames=8) for i in range(run.pool_scenes))
+    return torch.cat([world.render(s).frames.permute(0, 3, 1, 2).to(torch.float16) for s in scenes])
+
+
+def codec_loss(codec: ConvCodec, pixels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """pixels (N, 3, H, W) in 0..1 -> L1 + MSE of the reconstruction from a slightly noised latent."""
+    z = codec.encoder(pixels * 2 - 1)                                        # (N, C, h, w), unnormalised
+    spread = z.detach().std(dim=(0, 2, 3), keepdim=True)
+    z = z + LATENT_NOISE * spread * torch.randn(z.shape, generator=gen)
+    out, want = codec.decoder(z), pixels * 2 - 1
+    return F.l1_loss(out, want) + F.mse_loss(out, want)
+
+
+def train(run: CodecRun, out: Path, *, minutes: float = math.inf, save_every: int = 500,
+          log_every: int = 100) -> ConvCodec:
+    torch.manual_seed(run.seed)
+    codec = ConvCodec(run.codec_config)
+    optimizer = torch.optim.AdamW(codec.parameters(), lr=run.lr, weight_decay=0.0)
+    out.mkdir(parents=True, exist_ok=True)
+    state, identity = out / STATE_FILE, {**asdict(run), "widths": list(run.widths)}
+    step = 0
+    if state.is_file():
+        check_resumable(state, identity)
+        step = load_train_state(state, codec, optimizer, None)
+    pool = frame_pool(run)
+    start, losses = time.perf_counter(), []
+    with (out / LOG_FILE).open("a") as log:
+        while step < run.steps and time.perf_counter() - start < 60 * minutes:
+            for group in optimizer.param_groups:
+                group["lr"] = run.lr_at(step)
+            gen = torch.Generator().manual_seed(run.seed * 1_000_003 + step)
+            pick = torch.randint(len(pool), (run.batch,), generator=gen)
+            loss = codec_loss(codec, pool[pick].float(), gen)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
+            optimizer.step()
+            losses.append(loss.item())
+            step += 1
+            if step % log_every == 0:
+                print(f"step {step}: loss {np.mean(losses[-log_every:]):.4f} lr {run.lr_at(step - 1):.2e} "
+                      f"({time.perf_counter() - start:.0f} s this chunk)", file=log, flush=True)
+            if step % save_every == 0:
+                save_train_state(state, codec, optimizer, None, step, identity)
+    save_train_state(state, codec, optimizer, None, step, identity)  # the end of the run or of this chunk
+    if step >= run.steps:
+        finish(codec, pool, out, summary={"steps": step, "run": identity,
+                                          "recent_loss": float(np.mean(losses[-200:])) if losses else None})
+    return codec
+
+
+@torch.no_grad()
+def finish(codec: ConvCodec, pool: torch.Tensor, out: Path, *, summary: dict) -> None:
+    """Round the weights to float16 (as shipped), measure the latent statistics, write the codec file."""
+    for p in codec.parameters():
+        p.copy_(p.half().float())
+    sample = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(1))[:4096]].float()
+    codec.set_normalisation(torch.cat([codec.encoder(c * 2 - 1) for c in sample.split(512)]))
+    save_codec(out, codec, summary=summary)
+
+
+def _reconstruct(codec, frames: torch.Tensor) -> torch.Tensor:
+    return codec.decode(codec.encode(frames))
+
+
+def judge_codec(codec, *, scenes: int = 64, edits_per_kind: int = 8, frames: int = 8) -> dict:
+    """Reconstructions of held-out clips, judged as samples of their captions and as edits (see the docstring)."""
+    recon, truth = judge.GenerationStats(), judge.GenerationStats()
+    error = []
+    for scene in held_out_scenes(scenes, frames=frames):
+        reference = world.render(scene).frames
+        video = _reconstruct(codec, reference)
+        recon += judge.generation_stats(video, scene)
+        truth += judge.generation_stats(reference, scene)
+        error.append(float((video - reference).abs().mean()))
+    generation = recon.scores()
+    reference = truth.scores()
+    generation["stability_vs_truth"] = _ratio(generation["stability"], reference["stability"])
+    edits: dict[str, dict[str, float]] = {}
+    for kind in world.EDIT_KINDS:
+        cfg = EvalConfig(per_kind=edits_per_kind, frames=frames)
+        scores = [judge.judge_edit(_reconstruct(codec, e.target_frames), e).as_dict()
+                  for e in eval_examples(kind, cfg)]
+        edits[kind] = {axis: float(np.mean([s[axis] for s in scores])) for axis in judge.EDIT_AXES}
+    worst = {axis: min(e[axis] for e in edits.values()) for axis in judge.EDIT_AXES}
+    return {"scenes": scenes, "edits_per_kind": edits_per_kind, "frames": frames,
+            "reconstruction_mae": float(np.mean(error)), "generation": generation, "truth": reference,
+            "edits": edits, "worst_edit_kind": worst,
+            "goals_met": {"present": _meets(generation["present"], ">=", GOALS["present"]),
+                          "shape": _meets(generation["shape"], ">=", GOALS["shape"]),
+                          "stability_vs_truth": _meets(generation["stability_vs_truth"], "<=",
+                                                       GOALS["stability_vs_truth"]),
+                          "edit_axes": all(v >= GOALS["edit_axes"] for v in worst.values())}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="folder of the run and of the codec file")
+    parser.add_argument("--minutes", type=float, default=math.inf, help="stop this chunk after this long")
+    parser.add_argument("--steps", type=int, default=CodecRun.steps)
+    parser.add_argument("--judge-only", action="store_true", help="judge the codec file in --out")
+    parser.add_argument("--quick", action="store_true", help="a few steps on a small pool, a small judgement")
+    args = parser.parse_args()
+    if args.steps < 1:
+        parser.error(f"--steps {args.steps}: train at least one step")
+    torch.set_num_threads(2)
+    run = CodecRun(steps=args.steps)
+    if args.quick:
+        run = CodecRun(steps=min(args.steps, 5), batch=4, pool_scenes=4, warmup=2)
+    if not args.judge_only:
+        train(run, args.out, minutes=args.minutes)
+    if not (args.out / CODEC_FILE).is_file():
+        print(f"the run in {args.out} has not finished: run the same command again to continue it")
+        return
+    judgement = judge_codec(load_codec(args.out), **(dict(scenes=2, edits_per_kind=1) if args.quick else {}))
+    (args.out / JUDGEMENT_FILE).write_text(json.dumps(judgement, indent=1) + "\n")
+    print(json.dumps(judgement, indent=1))
+
+
+if __name__ == "__main__":
+    main()
