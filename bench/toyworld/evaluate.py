@@ -263,11 +263,17 @@ def main() -> None:
     parser.add_argument("--per-kind", type=int, default=16)
     parser.add_argument("--models", type=Path, default=MODELS_DIR)
     parser.add_argument("--runs", type=Path, default=RUNS_DIR)
+    parser.add_argument("--no-write", action="store_true",
+                        help="leave results.json, the report and the contact sheets alone; the results go to "
+                             "MODELS/evaluation.json (a candidate backbone's own record)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     cfg = EvalConfig(per_kind=2, steps=4) if args.quick else EvalConfig(per_kind=args.per_kind)
-    results = evaluate(cfg, folders=Folders(models=args.models, runs=args.runs), write_docs=not args.quick)
-    if not args.quick:
+    write = not (args.quick or args.no_write)
+    results = evaluate(cfg, folders=Folders(models=args.models, runs=args.runs), write_docs=write)
+    if args.no_write and not args.quick:
+        (args.models / "evaluation.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    if write:
         RESULTS.write_text(json.dumps(keep_feature_results(results), indent=1, sort_keys=True) + "\n")
         write_report(results)
     print(markdown_table(results))
