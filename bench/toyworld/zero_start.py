@@ -1,32 +1,44 @@
 """Zero start against trained start: how many keyframe-tuning steps a fresh adapter needs (issue 11).
 
-    python -m bench.toyworld.zero_start           # 8 clips, every recipe (~35 min on two busy cores)
-    python -m bench.toyworld.zero_start --quick   # smoke run: 1 clip, a few steps, nothing written
+    python -m bench.toyworld.zero_start             # 8 clips, every recipe (~35 min on two busy cores)
+    python -m bench.toyworld.zero_start --missing   # only the recipes results.json lacks, merged into it
+    python -m bench.toyworld.zero_start --quick     # smoke run: 1 clip, a few steps, nothing written
 
 Clips: the novel edits of ``keyframe_tuning`` (pink, darker, swap_rb) and the known recolor, 2 held-out clips each,
 8 frames. Each recipe tunes an adapter on edited keyframes (ground-truth edited frames, standing in for the
 user's image edit) and edits the clip; the adapter is snapshotted during tuning, so one run gives the PSNR curve
 over steps. Scored on frames 1, 2, 3, 5, 6, which no recipe is given (the 3-keyframe recipes see 0, 4 and 7), by
 PSNR against the exact ground truth; 20 Euler steps, cfg 3, as the main evaluation.
+
+Starts (issue 20): "trained" (the shipped adapter), "zero" (a fresh adapter, update at zero: plain text to video),
+"copy" (``copy_start_adapter``: a fresh adapter whose update already pulls each target token towards the source
+token at its position). ``copy_share`` mixes copy pairs of the clip's own source frames (empty instruction) into
+the tuning pairs. Compute is counted in full-size-step equivalents (every step here is one full-size step of
+batch 4), ``full_steps_equivalent`` in results.json.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 
 from imvideoedit_core.model.adapter_file import load_adapter
 from imvideoedit_core.train.keyframe_tuning import (TRAINED_START, ZERO_START, KeyframePairs, KeyframeTuning,
-                                                    copy_adapter, zero_start_adapter)
+                                                    copy_adapter, copy_start_adapter, zero_start_adapter)
 from imvideoedit_core.edit.streams import TwoStreamRunner
 from imvideoedit_core.train.trainer import EncodedPairs, train_adapter
 
-from .evaluate import EvalConfig, score
+from bench.metrics import psnr
+
+from .evaluate import RESULTS, EvalConfig, score
 from .keyframe_tuning import KNOWN_KIND, NOVEL_KINDS, Example, edit_video, examples
-from .models import ADAPTER_FILE, CODEC, MODELS_DIR, ToyModels, load_models
-from .report import markdown_rows, publish, quick_flag
+from .models import ADAPTER_FILE, MODELS_DIR, ToyModels, load_models
+from .report import FEATURES_KEY, markdown_rows, publish
 
 NAME = "zero_start"
 SCORED_FRAMES = (1, 2, 3, 5, 6)
@@ -35,10 +47,11 @@ SCORED_FRAMES = (1, 2, 3, 5, 6)
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    start: str                       # "trained" (the shipped ToyWorld adapter) or "zero" (a fresh one)
+    start: str                       # "trained" (the shipped ToyWorld adapter), "zero" or "copy" (fresh ones)
     lr: float
     checkpoints: tuple[int, ...]     # steps at which the adapter is snapshotted and scored; the last ends the run
     keyframes: tuple[int, ...] = (0,)
+    copy_share: float = 0.0          # share of copy pairs (the clip's source frames, empty instruction)
 
 
 RECIPES = (
@@ -47,6 +60,10 @@ RECIPES = (
     Recipe("zero, 1 keyframe, lr 3e-3", "zero", 3e-3, (100, 300, 600)),
     Recipe("zero, 3 keyframes, lr 1e-3", "zero", ZERO_START.lr, (100, 300, 600), keyframes=(0, 4, 7)),
     Recipe("trained, 3 keyframes", "trained", TRAINED_START.lr, (TRAINED_START.steps,), keyframes=(0, 4, 7)),
+    Recipe("copy start, 1 keyframe, lr 1e-3", "copy", ZERO_START.lr, (100, 300, 600)),
+    Recipe("zero, 1 keyframe + half copy pairs, lr 1e-3", "zero", ZERO_START.lr, (100, 300, 600), copy_share=0.5),
+    Recipe("copy start, 1 keyframe + half copy pairs, lr 1e-3", "copy", ZERO_START.lr, (100, 300, 600),
+           copy_share=0.5),
 )
 
 
@@ -62,11 +79,12 @@ def tune_snapshots(models: ToyModels, start, example: Example, recipe: Recipe) -
     The same pieces as ``tune_on_keyframe`` (keyframe pairs, encoded pairs, the one training loop), with the
     tuned copy kept in hand so that it can be snapshotted between steps."""
     keys = list(recipe.keyframes)
-    tuning = KeyframeTuning(steps=max(recipe.checkpoints), lr=recipe.lr)
+    tuning = KeyframeTuning(steps=max(recipe.checkpoints), lr=recipe.lr, copy_share=recipe.copy_share)
     pairs = KeyframePairs(example.source_frames[keys], example.target_frames[keys], example.instruction,
-                          count=tuning.variants, limits=tuning.limits, seed=tuning.seed)
+                          count=tuning.variants, limits=tuning.limits, seed=tuning.seed,
+                          copies=example.source_frames, copy_count=tuning.copy_count)
     tuned = copy_adapter(start)
-    data = EncodedPairs(pairs, encode_images=CODEC.encode_images, encode_text=models.text_encoder,
+    data = EncodedPairs(pairs, encode_images=models.codec.encode_images, encode_text=models.text_encoder,
                         batch_size=tuning.batch_size, seed=tuning.seed)
     snapshots, spent = {}, [0.0]
 
@@ -83,31 +101,36 @@ def tune_snapshots(models: ToyModels, start, example: Example, recipe: Recipe) -
 
 def measure(*, per_kind: int, recipes: tuple[Recipe, ...], cfg: EvalConfig) -> dict:
     models = load_models(MODELS_DIR)
-    trained = load_adapter(MODELS_DIR / ADAPTER_FILE)
-    fresh = zero_start_adapter(models.backbone.config, seed=0)
+    starts = {"trained": load_adapter(MODELS_DIR / ADAPTER_FILE),
+              "zero": zero_start_adapter(models.backbone.config, seed=0),
+              "copy": copy_start_adapter(models.backbone.config, seed=0)}
     clips = [e for kind in (*NOVEL_KINDS, KNOWN_KIND) for e in examples(kind, count=per_kind, frames=cfg.frames)]
-    psnr: dict[str, dict[int, list[float]]] = {r.name: {s: [] for s in r.checkpoints} for r in recipes}
+    by_step: dict[str, dict[int, list[float]]] = {r.name: {s: [] for s in r.checkpoints} for r in recipes}
     seconds: dict[str, list[float]] = {r.name: [] for r in recipes}
-    untuned: list[float] = []
+    untuned: dict[str, dict[str, list[float]]] = {name: {"target": [], "source": []} for name in starts}
     start = time.perf_counter()
     for example in clips:
         scored = frames(example, SCORED_FRAMES)
-        video = edit_video(models, trained, example, cfg, pin_first=False)
-        untuned.append(score(video[list(SCORED_FRAMES)], scored)["psnr_target"])
+        for name, adapter in starts.items():
+            video = edit_video(models, adapter, example, cfg, pin_first=False)[list(SCORED_FRAMES)]
+            untuned[name]["target"].append(score(video, scored)["psnr_target"])
+            untuned[name]["source"].append(psnr(video, scored.source_frames))
         for recipe in recipes:
-            snapshots, spent = tune_snapshots(models, trained if recipe.start == "trained" else fresh, example,
-                                              recipe)
+            snapshots, spent = tune_snapshots(models, starts[recipe.start], example, recipe)
             seconds[recipe.name].append(spent)
             for step, adapter in snapshots.items():
                 video = edit_video(models, adapter, example, cfg, pin_first=False)
-                psnr[recipe.name][step].append(score(video[list(SCORED_FRAMES)], scored)["psnr_target"])
+                by_step[recipe.name][step].append(score(video[list(SCORED_FRAMES)], scored)["psnr_target"])
         print(f"{example.kind}: done ({time.perf_counter() - start:.0f} s)", flush=True)
     return {"clips": len(clips), "per_kind": per_kind, "kinds": [*NOVEL_KINDS, KNOWN_KIND],
             "scored_frames": list(SCORED_FRAMES), "sampler_steps": cfg.steps, "cfg": cfg.cfg,
-            "untuned_trained_psnr": float(np.mean(untuned)),
+            "untuned_trained_psnr": float(np.mean(untuned["trained"]["target"])),
+            "untuned": {name: {f"psnr_{k}": float(np.mean(v)) for k, v in u.items()} for name, u in untuned.items()},
             "recipes": [{"name": r.name, "start": r.start, "lr": r.lr, "keyframes": list(r.keyframes),
-                         "psnr_by_steps": {str(s): float(np.mean(v)) for s, v in psnr[r.name].items()},
-                         "psnr_by_steps_per_clip": {str(s): v for s, v in psnr[r.name].items()},
+                         "copy_share": r.copy_share,
+                         "psnr_by_steps": {str(s): float(np.mean(v)) for s, v in by_step[r.name].items()},
+                         "psnr_by_steps_per_clip": {str(s): v for s, v in by_step[r.name].items()},
+                         "full_steps_equivalent": {str(s): s for s in r.checkpoints},  # batch 4, full size
                          "tuning_seconds_mean": float(np.mean(seconds[r.name]))} for r in recipes],
             "seconds": round(time.perf_counter() - start, 1)}
 
@@ -123,8 +146,20 @@ def markdown(results: dict, *, command: str) -> str:
         f"{', '.join(results['kinds'])}), after tuning for the given steps. 'trained' starts from the shipped "
         "ToyWorld adapter, 'zero' from a fresh one (`zero_start_adapter`: its update starts at zero); keyframes are "
         "the ground-truth edited frames (frame 0, or 0, 4 and 7). Batch 4, 64 augmented variants, as IMVE Tune On "
-        f"Keyframe. The untuned trained adapter scores {results['untuned_trained_psnr']:.2f} dB.", "", table, "",
+        f"Keyframe. The untuned trained adapter scores {results['untuned_trained_psnr']:.2f} dB. 'copy' starts from "
+        "`copy_start_adapter` (position-only attention, an update that pulls each target token towards its source "
+        "token, the gate nearly closed); 'copy pairs' mixes pairs of the clip's own source frames (source = target, "
+        "empty instruction) into the tuning pairs. Every step is one full-size step of batch 4, so the steps are also "
+        "the compute in full-size-step equivalents.", "", table, "", *untuned_rows(results),
         f"`{command}` ({results['seconds']:.0f} s wall-clock). " + reading(results)])
+
+
+def untuned_rows(results: dict) -> list[str]:
+    """The starts before any tuning: PSNR against the target and against the source (what a copy start is for)."""
+    if "untuned" not in results:
+        return []
+    rows = [[name, u["psnr_target"], u["psnr_source"]] for name, u in results["untuned"].items()]
+    return ["Untuned (0 steps):", "", markdown_rows(["start", "PSNR vs target", "PSNR vs source"], rows), ""]
 
 
 def reading(results: dict) -> str:
@@ -132,7 +167,7 @@ def reading(results: dict) -> str:
     reference = by_name["trained, 1 keyframe"]["300"]
     zero = by_name["zero, 1 keyframe, lr 1e-3"]
     reached = [int(s) for s, v in zero.items() if v >= reference - 0.5]
-    fastest = [(name, int(s), v) for name, curve in by_name.items() if name.startswith("zero")
+    fastest = [(name, int(s), v) for name, curve in by_name.items() if not name.startswith("trained")
                for s, v in curve.items() if int(s) <= 300 and v >= reference - 0.5]
     return (f"The trained start reaches {reference:.2f} dB at 300 steps. The zero start at the default lr 1e-3 "
             + (f"comes within 0.5 dB of it from {min(reached)} steps on" if reached else
@@ -143,13 +178,42 @@ def reading(results: dict) -> str:
             + ".")
 
 
+def stored_results() -> dict | None:
+    return json.loads(RESULTS.read_text()).get(FEATURES_KEY, {}).get(NAME) if RESULTS.is_file() else None
+
+
+def merged(old: dict, new: dict) -> dict:
+    """``new`` (some recipes) with ``old``'s other recipes, in ``RECIPES`` order; the clips must be the same."""
+    if (old["clips"], old["kinds"], old["scored_frames"]) != (new["clips"], new["kinds"], new["scored_frames"]):
+        raise ValueError("the stored zero-start results judged other clips: run every recipe again (no --missing)")
+    recipes = {r["name"]: r for r in old["recipes"]} | {r["name"]: r for r in new["recipes"]}
+    order = [r.name for r in RECIPES if r.name in recipes]
+    return {**new, "recipes": [recipes[name] for name in order],
+            "seconds": round(old["seconds"] + new["seconds"], 1)}
+
+
 def main() -> None:
-    if quick_flag(__doc__, "smoke run: 1 clip per edit, a few steps, nothing written"):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 clip per edit, a few steps, nothing written")
+    parser.add_argument("--missing", action="store_true",
+                        help="measure only the recipes results.json lacks and merge them into it")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.quick:
         recipes = tuple(replace(r, checkpoints=(2, 4) if len(r.checkpoints) > 1 else (4,)) for r in RECIPES)
         print(measure(per_kind=1, recipes=recipes, cfg=EvalConfig(steps=2)))
         return
-    results = measure(per_kind=2, recipes=RECIPES, cfg=EvalConfig())
-    publish(NAME, results, markdown(results, command="python -m bench.toyworld.zero_start"), write=True)
+    old = stored_results() if args.missing else None
+    done = {r["name"] for r in old["recipes"]} if old else set()
+    recipes = tuple(r for r in RECIPES if r.name not in done)
+    if not recipes:
+        print("every recipe is in results.json already")
+        return
+    results = measure(per_kind=2, recipes=recipes, cfg=EvalConfig())
+    command = "python -m bench.toyworld.zero_start" + (" --missing" if old else "")
+    if old:
+        results = merged(old, results)
+    publish(NAME, results, markdown(results, command=command), write=True)
 
 
 if __name__ == "__main__":

@@ -144,10 +144,15 @@ class KeyframePairs:
     Index i uses keyframe i mod K; index i >= K is warped with ``draw_affine(limits, ...)`` seeded by (seed, i),
     so the set is the same for a seed; with ``limits=None`` every index is its pair itself. source, edited:
     [H, W, 3] (one keyframe) or [K, H, W, 3].
+
+    ``copies`` (frames of the source clip, [N, H, W, 3]) adds ``copy_count`` copy pairs after the keyframe pairs:
+    a frame as both source and target, with the empty instruction (augmented like the keyframes). They teach a
+    fresh adapter to carry the source across where the instruction asks for nothing, which is also the empty
+    branch of classifier-free guidance.
     """
 
     def __init__(self, source: torch.Tensor, edited: torch.Tensor, instruction: str, *, count: int,
-                 limits: AffineLimits | None, seed: int):
+                 limits: AffineLimits | None, seed: int, copies: torch.Tensor | None = None, copy_count: int = 0):
         self.source = as_keyframes(source, "source keyframe").float()  # [K, H, W, 3]
         self.edited = as_keyframes(edited, "edited keyframe").float()
         if count < self.source.shape[0]:
@@ -155,9 +160,14 @@ class KeyframePairs:
         if not instruction.strip():
             raise ValueError("the instruction is empty: write what the edit does, e.g. 'make the car red'")
         self.instruction, self.count, self.limits, self.seed = instruction.strip(), count, limits, seed
+        self.copies = None if copies is None or copy_count == 0 else as_keyframes(copies, "clip frames").float()
+        self.copy_count = copy_count if self.copies is not None else 0
+        if self.copies is not None and self.copies.shape[1:3] != self.source.shape[1:3]:
+            raise ValueError(f"the clip's frames are {self.copies.shape[2]}x{self.copies.shape[1]} but the keyframes "
+                             f"{self.source.shape[2]}x{self.source.shape[1]}: give the frames the keyframe came from")
 
     def __len__(self) -> int:
-        return self.count
+        return self.count + self.copy_count
 
     def params(self, index: int) -> AffineParams:
         if index < self.source.shape[0] or self.limits is None:
@@ -165,8 +175,12 @@ class KeyframePairs:
         return draw_affine(self.limits, seed=self.seed * 1_000_003 + index)
 
     def __getitem__(self, index: int) -> ImagePair:
-        if not 0 <= index < self.count:
-            raise IndexError(f"index {index} out of range({self.count})")
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range({len(self)})")
+        if index >= self.count:  # a copy pair: one clip frame, twice, with the empty instruction
+            frame = self.copies[(index - self.count) % self.copies.shape[0]]
+            warped = affine_warp(frame[None], self.params(index))[0]
+            return ImagePair(name=f"copy{index - self.count:04d}", source=warped, target=warped, instruction="")
         k = index % self.source.shape[0]
         source, edited = augment_pair(self.source[k], self.edited[k], self.params(index))
         return ImagePair(name=f"keyframe{index:04d}", source=source, target=edited, instruction=self.instruction)
@@ -185,13 +199,21 @@ class KeyframeTuning:
     context_dropout: float = 0.1  # keeps the empty-instruction branch trained for guidance
     seed: int = 0
     gradient_checkpointing: bool = False  # recompute the frozen blocks in backward (less memory)
+    copy_share: float = 0.0       # share of the pairs that are copy pairs of the clip's frames (KeyframePairs)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not 0 <= self.copy_share < 1:
+            raise ValueError(f"copy_share must be in [0, 1), got {self.copy_share}")
         if self.batch_size < 1 or self.variants < self.batch_size:
             raise ValueError(f"need 1 <= batch_size <= variants, got batch_size={self.batch_size}, "
                              f"variants={self.variants}")
+
+    @property
+    def copy_count(self) -> int:
+        """Copy pairs added to the ``variants`` keyframe pairs so that they make ``copy_share`` of the whole."""
+        return round(self.variants * self.copy_share / (1 - self.copy_share))
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
@@ -223,6 +245,49 @@ def zero_start_adapter(backbone: BackboneConfig, *, seed: int = 0) -> ImVideoEdi
     return build_adapter(adapter_config_for(backbone), backbone, seed=seed)
 
 
+@dataclass(frozen=True)
+class CopyStart:
+    """How a copy start sets a fresh adapter (``copy_start_adapter``).
+
+    ``sharpness``: the norm weight of the position-only queries and keys; at 6 a toy adapter's target token puts
+    nearly all its attention on the source token at its own position. ``pull``: the update's gain on the
+    normalised source-target difference (0.25: the best untuned PSNR against the source on ToyWorld, 10.3 dB
+    against the zero start's 7.8 dB, of 0.1-3 tried; docs/decisions.md). ``gate_bias``: the gate's time bias
+    (sigmoid(-4) = 0.018: the gate starts nearly closed, so the update acts everywhere)."""
+
+    sharpness: float = 6.0
+    pull: float = 0.25
+    gate_bias: float = -4.0
+
+
+@torch.no_grad()
+def copy_start_adapter(backbone: BackboneConfig, *, seed: int = 0, start: CopyStart = CopyStart()
+                       ) -> ImVideoEditAdapter:
+    """A fresh adapter whose update already pulls every target token towards the source token at its position.
+
+    Per block: queries and keys start position-only (zero weights, a constant bias, sharp norms), so the rotary
+    2D positions alone align target token i with source token i; values are an orthonormal projection ``V`` and
+    the update ``Wo = pull * V^T``, so ``Wo((1 - g) d) ~ pull * V^T V (n(s_i) - n(x_i))``; the gate starts nearly
+    closed everywhere (its token term at zero). Every weight stays trainable and receives gradients, so tuning can
+    make the attention content-aware and teach the gate where to open."""
+    adapter = zero_start_adapter(backbone, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    for block in adapter.blocks.values():
+        inner, dim = block.v.weight.shape
+        for lin, norm in ((block.q, block.norm_q), (block.k, block.norm_k)):
+            lin.weight.zero_()
+            lin.bias.fill_(1.0)
+            norm.weight.fill_(start.sharpness)
+        basis, _ = torch.linalg.qr(torch.randn(dim, inner, generator=gen, dtype=torch.float64))  # (dim, inner)
+        block.v.weight.copy_(basis.T)
+        block.v.bias.zero_()
+        block.o.weight.copy_(start.pull * basis)
+        block.gate.token_proj.weight.zero_()  # no token term yet: the gate is sigmoid(gate_bias) everywhere
+        block.gate.token_proj.bias.zero_()
+        block.gate.time_bias[2].bias.fill_(start.gate_bias)
+    return adapter
+
+
 @dataclass
 class TuneResult:
     adapter: ImVideoEditAdapter   # the tuned copy (eval mode, no gradients)
@@ -243,7 +308,7 @@ def tune_on_keyframe(bind: Callable[[ImVideoEditAdapter], AdaptedModel], adapter
                      source: torch.Tensor, edited: torch.Tensor, instruction: str,
                      encode_images: Callable[[torch.Tensor], torch.Tensor],
                      encode_text: Callable[[list[str]], torch.Tensor], config: KeyframeTuning = KeyframeTuning(),
-                     video_size: tuple[int, int] | None = None,
+                     video_size: tuple[int, int] | None = None, clip_frames: torch.Tensor | None = None,
                      callback: Callable[[TrainProgress], None] | None = None,
                      cancel: Callable[[], bool] | None = None) -> TuneResult:
     """Fine-tune a copy of ``adapter`` on keyframe pairs (one [H, W, 3] or K [K, H, W, 3], in 0..1, e.g. the
@@ -252,12 +317,14 @@ def tune_on_keyframe(bind: Callable[[ImVideoEditAdapter], AdaptedModel], adapter
     ``bind``: attaches the copy to the frozen backbone, e.g. ``functools.partial(TwoStreamRunner, backbone)``
     for the core's own backbone, or ComfyUI's loaded MODEL (``nodes/host.py``).
     ``encode_images``: (B, 3, H, W) -> (B, C, 1, h, w) latents; ``encode_text``: list of B strings -> contexts.
-    ``video_size`` (height, width), if given, must be the keyframes' size. Raises ``TrainingCancelled`` if
-    ``cancel`` says so between steps.
+    ``video_size`` (height, width), if given, must be the keyframes' size. ``clip_frames`` [N, H, W, 3]: the
+    source clip's frames for the copy pairs of ``config.copy_share`` (default: the source keyframes). Raises
+    ``TrainingCancelled`` if ``cancel`` says so between steps.
     """
     check_keyframes(source, edited, video_size=video_size)
     pairs = KeyframePairs(source, edited, instruction, count=config.variants,
-                          limits=config.limits if config.augment else None, seed=config.seed)
+                          limits=config.limits if config.augment else None, seed=config.seed,
+                          copies=source if clip_frames is None else clip_frames, copy_count=config.copy_count)
     tuned = copy_adapter(adapter)
     model = bind(tuned)
     tuned.to(model.device)
