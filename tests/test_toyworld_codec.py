@@ -148,3 +148,16 @@ def test_the_committed_codec_reconstructs_held_out_clips_as_judged():
     assert judged["reconstruction_mae"] < 0.006
     assert judged["generation"]["present"] >= 0.98 and judged["generation"]["shape"] >= 0.85
     assert judged["worst_edit_kind"]["adherence"] == 1.0
+
+
+def test_the_committed_codec_backbone_loads_with_its_codec_and_adapter_and_edits():
+    from bench.toyworld.evaluate import EvalConfig, eval_examples, make_batch, run_adapter
+    from imvideoedit_core.model.adapter_file import load_adapter
+    folder = RUNS_DIR / "pretrain_codec"
+    models = load_models(folder)
+    assert isinstance(models.codec, ConvCodec) and models.backbone.config.absolute_position == "learned"
+    cfg = EvalConfig(per_kind=1, steps=2)
+    batch = make_batch(eval_examples("recolor", cfg), models)
+    assert batch.source.shape == (1, 16, 8, 8, 8)                  # 32x32 frames, 4x smaller latents
+    out = run_adapter(models, load_adapter(folder / "adapter.safetensors"), batch, cfg)
+    assert out.frames.shape == (1, 8, 32, 32, 3) and out.gate.shape == (1, 8, 4, 4)
