@@ -174,7 +174,8 @@ def reading(results: dict) -> str:
                f"stays more than 0.5 dB below it up to {max(map(int, zero))} steps (best {max(zero.values()):.2f} dB)")
             + "; within 300 steps "
             + (", ".join(f"{n} reaches {v:.2f} dB at {s}" for n, s, v in fastest) if fastest else
-               "no zero-start recipe measured here comes within 0.5 dB of it (the goal of issue 11 is missed)")
+               "no fresh-start recipe measured here comes within 0.5 dB of it (the goal of issues 11 and 20 is "
+               "missed)")
             + ".")
 
 
