@@ -101,7 +101,7 @@ def edit_video(models: ToyModels, adapter, example: Example, cfg: EvalConfig, *,
     noise = seeded_noise(batch.source.shape, seed=cfg.seed)
     hooks = []
     if pin_first:
-        known = models.codec.encode(example.target_frames)                      # (1, C, T, h, w); frame 0 is the keyframe
+        known = models.codec.encode(example.target_frames)               # (1, C, T, h, w); frame 0 is the keyframe
         keep = torch.zeros(1, 1, known.shape[2], 1, 1)
         keep[:, :, 0] = 1.0
         hooks = [KnownLatentHook(known=known, noise=noise, keep=keep)]

@@ -5,8 +5,9 @@
 Held-out 8-frame clips (the generation judge's captions) are noised to each level and denoised in one step with the
 caption (x0 = x - sigma * velocity, no guidance). The squared pixel error of that estimate splits exactly into two
 orthogonal parts: the error of every token's mean colour (a token covers the codec's stride times the backbone's
-2x2 patch: 4x4 pixels on the pixel codec, 8x8 on the learned one), which a blur of the right colour already gets right, and the error of the detail around
-each token's mean, where an object's edge decides its shape. Nothing is written.
+2x2 patch: 4x4 pixels on the pixel codec, 8x8 on the learned one), which a blur of the right colour already gets
+right, and the error of the detail around each token's mean, where an object's edge decides its shape. Nothing is
+written.
 """
 
 from __future__ import annotations

@@ -145,7 +145,8 @@ def measure(cfg: MaskBenchConfig) -> dict:
             for name, (latents, masks) in run_systems(runner, batch, cfg).items():
                 frames = decode(latents, models.codec)
                 for i, example in enumerate(batch.examples):
-                    system_mask = painted[i] if masks is None else pixel_mask(masks[i:i + 1], models.codec.spatial_stride)
+                    system_mask = (painted[i] if masks is None
+                                   else pixel_mask(masks[i:i + 1], models.codec.spatial_stride))
                     scores.setdefault(name, []).append(score(frames[i], example, user_mask=painted[i],
                                                              system_mask=system_mask))
                     if masks is not None:

@@ -64,7 +64,8 @@ class ToyEditPairs:
                 mask = difference_mask(torch.cat([e.source_frames for e in examples]).permute(0, 3, 1, 2),
                                        torch.cat([e.target_frames for e in examples]).permute(0, 3, 1, 2),
                                        source.shape[-2:])
-            return LatentBatch(source=source, target=torch.cat([self.models.codec.encode(e.target_frames) for e in examples]),
+            target = torch.cat([self.models.codec.encode(e.target_frames) for e in examples])
+            return LatentBatch(source=source, target=target,
                                context=self.models.text_encoder([e.instruction for e in examples]),
                                empty_context=self.empty, edit_mask=mask)
 

@@ -89,6 +89,8 @@ def codec_loss(codec: ConvCodec, pixels: torch.Tensor, gen: torch.Generator) -> 
 
 def train(run: CodecRun, out: Path, *, minutes: float = math.inf, save_every: int = 500,
           log_every: int = 100) -> ConvCodec:
+    """Train (or continue) the codec run in ``out`` for at most ``minutes``; at the last step the codec file is
+    written (``finish``). Returns the codec as trained so far."""
     torch.manual_seed(run.seed)
     codec = ConvCodec(run.codec_config)
     optimizer = torch.optim.AdamW(codec.parameters(), lr=run.lr, weight_decay=0.0)

@@ -61,6 +61,8 @@ RECIPES = (
     Recipe("zero, 3 keyframes, lr 1e-3", "zero", ZERO_START.lr, (100, 300, 600), keyframes=(0, 4, 7)),
     Recipe("trained, 3 keyframes", "trained", TRAINED_START.lr, (TRAINED_START.steps,), keyframes=(0, 4, 7)),
     Recipe("copy start, 1 keyframe, lr 1e-3", "copy", ZERO_START.lr, (100, 300, 600)),
+    Recipe("copy start, 1 keyframe, lr 1e-3, to the zero start's default length", "copy", ZERO_START.lr,
+           (1000, ZERO_START.steps)),
     Recipe("zero, 1 keyframe + half copy pairs, lr 1e-3", "zero", ZERO_START.lr, (100, 300, 600), copy_share=0.5),
     Recipe("copy start, 1 keyframe + half copy pairs, lr 1e-3", "copy", ZERO_START.lr, (100, 300, 600),
            copy_share=0.5),
