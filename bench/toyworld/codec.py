@@ -27,7 +27,7 @@ import torch.nn.functional as F
 @dataclass(frozen=True)
 class CodecConfig:
     channels: int = 16                    # latent channels (the backbone's in_dim)
-    widths: tuple[int, ...] = (24, 48, 64)  # feature widths, full resolution first; each later one halves the size
+    widths: tuple[int, ...] = (32, 48, 64)  # feature widths, full resolution first; each later one halves the size
 
     def __post_init__(self):
         if self.channels < 1 or not self.widths or min(self.widths) < 1:
@@ -89,6 +89,8 @@ class Decoder(nn.Module):
 
 
 class ConvCodec(nn.Module):
+    """Encoder, decoder and the per-channel latent statistics; ``encode``/``decode`` are PatchCodec's interface."""
+
     def __init__(self, cfg: CodecConfig = CodecConfig()):
         super().__init__()
         self.config = cfg

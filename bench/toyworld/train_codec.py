@@ -58,8 +58,8 @@ class CodecRun:
     min_lr: float = 1e-4
     warmup: int = 100
     seed: int = 0
-    channels: int = 16
-    widths: tuple[int, ...] = (32, 48, 64)
+    channels: int = CodecConfig.channels
+    widths: tuple[int, ...] = CodecConfig.widths
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
