@@ -1,6 +1,8 @@
-"""What training an adapter and tuning one on an edited keyframe cost at real Wan 2.1 sizes, on paper.
+"""What training an adapter and tuning one on an edited keyframe cost at real Wan sizes, on paper.
 
-Usage: ``python bench/cost.py`` (1.3B and 14B; one-frame pairs at 832x480; the GPUs and utilisation below).
+Usage: ``python bench/cost.py`` (Wan 2.1 1.3B and 14B and one Wan 2.2 A14B expert with one-frame pairs at 832x480,
+Wan 2.2 TI2V 5B at its own 1280x704; the GPUs and utilisation below). The A14B pair needs one adapter per expert:
+twice an expert's figures.
 
 FLOPs come from our own counter: one optimisation step (source stream at t=0, target stream forward, backward to
 the adapter; the backbone frozen, its weight gradients never computed) runs on the ``meta`` device under
@@ -31,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from imvideoedit_core.model.attention import math_attention, use_attention
 from imvideoedit_core.model.config import adapter_preset, backbone_preset
+from imvideoedit_core.model.wan_strides import vae_spatial_stride
 
 META = torch.device("meta")
 GPUS = {  # peak dense bf16 tensor TFLOPS (vendor figures) and memory in GiB
@@ -52,7 +55,8 @@ def train_step_tflops(preset: str, *, batch: int, height: int, width: int, conte
     runner = build_runner(backbone_preset(preset), adapter_preset(preset), device=META)
     runner.adapter.requires_grad_(True)
     cfg = runner.backbone.config
-    latent = torch.empty(batch, cfg.in_dim, 1, height // 8, width // 8, device=META)
+    stride = vae_spatial_stride(cfg.family)
+    latent = torch.empty(batch, cfg.in_dim, 1, height // stride, width // stride, device=META)
     context = torch.empty(batch, context_length, cfg.text_dim, device=META)
     t = torch.empty(batch, device=META)
     with use_attention(math_attention), FlopCounterMode(display=False) as counter, runner:
@@ -84,14 +88,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--trained-steps", type=int, default=300)
-    parser.add_argument("--zero-steps", type=int, default=1500)
+    parser.add_argument("--zero-steps", type=int, default=1000)
     args = parser.parse_args()
     jobs = [Job("general adapter", args.pairs * args.epochs // args.batch, args.batch),
             Job("keyframe tuning, trained start", args.trained_steps, args.batch),
-            Job("keyframe tuning, zero start", args.zero_steps, args.batch)]
+            Job("keyframe tuning, fresh (copy) start", args.zero_steps, args.batch)]
     rows, result = [], {"utilisation": args.utilisation, "height": args.height, "width": args.width, "jobs": {}}
-    for preset in ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b"):
-        step = train_step_tflops(preset, batch=args.batch, height=args.height, width=args.width,
+    sizes = {"wan2.1-t2v-1.3b": (args.height, args.width), "wan2.1-t2v-14b": (args.height, args.width),
+             "wan2.2-ti2v-5b": (704, 1280), "wan2.2-t2v-a14b-high": (args.height, args.width)}
+    for preset, (height, width) in sizes.items():
+        step = train_step_tflops(preset, batch=args.batch, height=height, width=width,
                                  context_length=args.context_length)
         memory = {"bf16": memory_gib(preset, weight_bytes=2), "fp8": memory_gib(preset, weight_bytes=1)}
         for job in jobs:
@@ -99,15 +105,15 @@ def main() -> None:
             for gpu, (peak, gib) in GPUS.items():
                 seconds = total / (peak * args.utilisation)
                 fits = [w for w, m in memory.items() if m <= gib]
-                rows.append((preset, job.name, job.steps, f"{total:.0f}", gpu, _duration(seconds),
-                             ", ".join(fits) or "no"))
+                rows.append((f"{preset} {width}x{height}", job.name, job.steps, f"{total:.0f}", gpu,
+                             _duration(seconds), ", ".join(fits) or "no"))
                 result["jobs"][f"{preset}|{job.name}|{gpu}"] = {"steps": job.steps, "tflops": total,
                                                                 "seconds": seconds, "fits": fits}
         result[preset] = {"step_tflops": step, "memory_gib": memory, "adapter_parameters": adapter_parameters(preset)}
     print(f"one-frame pairs at {args.width}x{args.height}, batch {args.batch}, text {args.context_length}; "
           f"seconds at {args.utilisation:.0%} of each GPU's peak dense bf16 throughput (an assumption)")
     print(format_table(("model", "job", "steps", "TFLOPs", "GPU", "time", "fits (weights)"), rows))
-    for preset in ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b"):
+    for preset in sizes:
         r = result[preset]
         print(f"{preset}: {r['step_tflops']:.1f} TFLOPs a step; adapter {r['adapter_parameters'] / 1e6:.0f} M "
               f"parameters; memory model {r['memory_gib']['bf16']:.1f} GiB (bf16 weights), "

@@ -1,6 +1,7 @@
-"""FLOPs of one ImVideoEdit edit against the plain backbone, at a real Wan 2.1 shape, on the ``meta`` device.
+"""FLOPs of one ImVideoEdit edit against the plain backbone, at a real Wan shape, on the ``meta`` device.
 
-Usage: ``python bench/flops.py`` (defaults: Wan 2.1 T2V 1.3B, 81 frames at 832x480, 30 steps, CFG batched).
+Usage: ``python bench/flops.py`` (defaults: Wan 2.1 T2V 1.3B, 81 frames at 832x480, 30 steps, CFG batched);
+``python bench/flops.py --preset wan2.2-ti2v-5b --frames 121 --height 704 --width 1280`` for TI2V 5B at 720p.
 
 Nothing is allocated: models and tensors live on ``meta`` and ``torch.utils.flop_counter.FlopCounterMode``
 counts the matmuls and convolutions (elementwise ops, norms and softmax are not counted, as usual).
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from _common import GIB, build_runner, count_flops, format_table, print_result_json
@@ -32,6 +33,7 @@ from _common import GIB, build_runner, count_flops, format_table, print_result_j
 import torch
 
 from imvideoedit_core.model.config import adapter_preset, backbone_preset
+from imvideoedit_core.model.wan_strides import vae_spatial_stride
 from imvideoedit_core.edit.streams import CachePlacement, TwoStreamRunner
 
 META = torch.device("meta")
@@ -39,13 +41,15 @@ META = torch.device("meta")
 
 @dataclass(frozen=True)
 class VideoShape:
-    """A Wan 2.1 video job: pixel size, text length and CFG branches (batched as one forward)."""
+    """A Wan video job: pixel size, text length, CFG branches (batched as one forward) and the VAE's spatial
+    stride (8: Wan 2.1's VAE; 16: Wan 2.2's, for TI2V 5B)."""
 
     frames: int = 81
     height: int = 480
     width: int = 832
     context_length: int = 512
     branches: int = 2          # conditional + unconditional
+    vae_stride: int = 8
 
     @property
     def latent_frames(self) -> int:
@@ -53,7 +57,8 @@ class VideoShape:
 
     def latent_shape(self, channels: int, *, width_factor: int = 1) -> tuple[int, int, int, int, int]:
         """(B, C, F, H, W) of the latent; ``width_factor=2`` for the width-concatenated reference."""
-        return (self.branches, channels, self.latent_frames, self.height // 8, width_factor * self.width // 8)
+        s = self.vae_stride
+        return (self.branches, channels, self.latent_frames, self.height // s, width_factor * self.width // s)
 
 
 @dataclass
@@ -180,9 +185,10 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     started = time.perf_counter()
+    backbone = backbone_preset(args.preset)
     shape = VideoShape(frames=args.frames, height=args.height, width=args.width,
-                       context_length=args.context_length)
-    runner = build_runner(backbone_preset(args.preset), adapter_preset(args.preset), device=META)
+                       context_length=args.context_length, vae_stride=vae_spatial_stride(backbone.family))
+    runner = build_runner(backbone, adapter_preset(args.preset), device=META)
     inputs = meta_inputs(runner, shape)
     wide = meta_inputs(runner, shape, width_factor=2)
     tokens = token_count(runner, tuple(inputs.latent.shape))
@@ -197,7 +203,8 @@ def main() -> None:
         "width concat (tokens x2)": plain_cost(runner, wide, steps=args.steps),
     }
     cached, uncached, shared, concat = (costs[k] for k in list(costs)[1:])
-    memories = [source_cache_memory(p, shape) for p in ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b")]
+    memories = [source_cache_memory(p, replace(shape, vae_stride=vae_spatial_stride(backbone_preset(p).family)))
+                for p in ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-ti2v-5b")]
 
     print(f"{args.preset}: {shape.frames} frames at {shape.width}x{shape.height} -> latent "
           f"{tuple(inputs.latent.shape)} = {tokens} tokens per sample; {args.steps} steps, CFG batched "
@@ -233,6 +240,8 @@ def main() -> None:
         "source_cache_gib_14b": round(memories[1].cache_gib, 3),
         "source_cache_shared_gib_1_3b": round(memories[0].shared_cache_gib, 3),
         "source_cache_shared_gib_14b": round(memories[1].shared_cache_gib, 3),
+        "source_cache_gib_5b": round(memories[2].cache_gib, 3),
+        "source_cache_shared_gib_5b": round(memories[2].shared_cache_gib, 3),
         "cache_dtype": "bfloat16",
     })
 

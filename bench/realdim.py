@@ -1,4 +1,4 @@
-"""Real Wan 2.1 dimensions through ComfyUI: peak memory of sampling, training and tuning, and a memory model.
+"""Real Wan dimensions through ComfyUI: peak memory of sampling, training and tuning, and a memory model.
 
     source /path/to/comfy-env/env.sh        # COMFYUI_DIR and COMFYUI_PYTHON (../shared/tools/comfy-env.sh)
     $COMFYUI_PYTHON bench/realdim.py         # 1.3B, random weights, fp16 / fp8_e4m3fn / scaled fp8: a few minutes
@@ -11,7 +11,8 @@ set's high-water mark above what was resident just before the step (freed heap r
 so it is what the step adds to the loaded model. The integration tier asserts on the same numbers
 (``tests/integration/test_comfyui_real_dimensions.py``).
 
-Model part: what an edit needs on a GPU at 81 frames 832x480 with CFG, per cache placement: weights (bf16, or
+Model part: what an edit needs on a GPU with CFG, per cache placement, at each model's usual size (Wan 2.1 and
+an A14B expert: 81 frames at 832x480, the expert also at 1280x720; TI2V 5B: 121 frames at 1280x704): weights (bf16, or
 fp8 block weights), the adapter in bf16, the source cache on the device (``device``: all of it; ``cpu``: the
 block in use and the prefetched next one; ``off``: none), and activations estimated as the batch's tokens x
 (ffn_dim + 6 dim) values in bf16 (the FFN's hidden layer and a few residual copies; stated, not measured).
@@ -36,7 +37,7 @@ from bench._common import GIB  # noqa: E402
 from imvideoedit_core.model.adapter import build_adapter  # noqa: E402
 from imvideoedit_core.model.backbone import build_backbone  # noqa: E402
 from imvideoedit_core.model.config import adapter_config_for, backbone_preset  # noqa: E402
-from imvideoedit_core.model.wan_strides import PATCH_STRIDE, VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE  # noqa: E402
+from imvideoedit_core.model.wan_strides import PATCH_STRIDE, VAE_TEMPORAL_STRIDE, vae_spatial_stride  # noqa: E402
 
 T = TypeVar("T")
 CARDS_GIB = {"24 GB card": 24 * 10**9 / GIB, "80 GB card": 80 * 10**9 / GIB}
@@ -156,17 +157,33 @@ def adapter_training_state_bytes(preset: str = "wan2.1-t2v-1.3b") -> int:
     return 16 * sum(p.numel() for p in adapter.parameters())
 
 
-# -- the model part: an edit at 81 frames 832x480 on a GPU --
+# -- the model part: an edit at each model's usual size on a GPU --
 
-def memory_model(*, frames: int = 81, height: int = 480, width: int = 832, cfg_branches: int = 2) -> list[dict]:
-    per_side = VAE_SPATIAL_STRIDE * PATCH_STRIDE
-    tokens = ((frames - 1) // VAE_TEMPORAL_STRIDE + 1) * (height // per_side) * (width // per_side)
+@dataclass(frozen=True)
+class EditJob:
+    preset: str
+    frames: int
+    height: int
+    width: int
+
+
+# Wan 2.1 at 480p; TI2V 5B at its 720p (1280x704, 121 frames); an A14B expert (one resident at a time: the other
+# is offloaded, so one expert's weights and cache count) at 480p and 720p
+EDIT_JOBS = (EditJob("wan2.1-t2v-1.3b", 81, 480, 832), EditJob("wan2.1-t2v-14b", 81, 480, 832),
+             EditJob("wan2.2-ti2v-5b", 121, 704, 1280), EditJob("wan2.2-t2v-a14b-high", 81, 480, 832),
+             EditJob("wan2.2-t2v-a14b-high", 81, 720, 1280))
+
+
+def memory_model(jobs: tuple[EditJob, ...] = EDIT_JOBS, *, cfg_branches: int = 2) -> list[dict]:
     rows = []
-    for preset in ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b"):
-        cfg = backbone_preset(preset)
+    for job in jobs:
+        cfg = backbone_preset(job.preset)
+        per_side = vae_spatial_stride(cfg.family) * PATCH_STRIDE
+        tokens = ((job.frames - 1) // VAE_TEMPORAL_STRIDE + 1) * (job.height // per_side) * (job.width // per_side)
         acfg = adapter_config_for(cfg)
         backbone = build_backbone(cfg, device="meta")
-        block_linear = sum(p.numel() for n, p in backbone.named_parameters() if n.startswith("blocks.") and p.dim() == 2)
+        block_linear = sum(p.numel() for n, p in backbone.named_parameters()
+                           if n.startswith("blocks.") and p.dim() == 2)
         total = sum(p.numel() for p in backbone.parameters())
         adapter = 2 * sum(p.numel() for p in build_adapter(acfg, cfg, device="meta").parameters())  # bf16
         cache_block = cfg_branches * tokens * acfg.inner_dim * 2 * 2   # k and v, bf16, every branch
@@ -176,22 +193,22 @@ def memory_model(*, frames: int = 81, height: int = 480, width: int = 832, cfg_b
                                                ("device", "shared", cfg.num_layers * cache_block // cfg_branches),
                                                ("cpu", "per branch", 2 * cache_block), ("off", "per branch", 0)):
                 need = (weight_bytes + adapter + cache + activations) / GIB
-                rows.append({"preset": preset, "weights": weights, "cache": placement, "encoding": encoding,
-                             "tokens": tokens,
+                rows.append({"preset": job.preset, "frames": job.frames, "size": f"{job.width}x{job.height}",
+                             "weights": weights, "cache": placement, "encoding": encoding, "tokens": tokens,
                              "need_gib": round(need, 2), "cache_gib": round(cache / GIB, 2),
                              **{card: need <= room for card, room in CARDS_GIB.items()}})
     return rows
 
 
 def _print_model(rows: list[dict]) -> None:
-    print("memory model: 81 frames 832x480, CFG, bf16 compute (weights + adapter + cache on the device + "
-          "activations estimate)")
-    print(f"{'preset':18} {'weights':7} {'cache':6} {'source encoding':15} {'cache GiB':>9} {'need GiB':>9}  "
-          + "  ".join(CARDS_GIB))
+    print("memory model: CFG, bf16 compute (weights + adapter + cache on the device + activations estimate); "
+          "A14B: one expert resident")
+    print(f"{'preset':21} {'frames':>6} {'size':9} {'weights':7} {'cache':6} {'source encoding':15} "
+          f"{'cache GiB':>9} {'need GiB':>9}  " + "  ".join(CARDS_GIB))
     for r in rows:
         fits = "  ".join(f"{'fits' if r[c] else 'no':>{len(c)}}" for c in CARDS_GIB)
-        print(f"{r['preset']:18} {r['weights']:7} {r['cache']:6} {r['encoding']:15} {r['cache_gib']:9.2f} "
-              f"{r['need_gib']:9.2f}  {fits}")
+        print(f"{r['preset']:21} {r['frames']:6} {r['size']:9} {r['weights']:7} {r['cache']:6} {r['encoding']:15} "
+              f"{r['cache_gib']:9.2f} {r['need_gib']:9.2f}  {fits}")
 
 
 def main() -> None:

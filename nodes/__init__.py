@@ -13,7 +13,7 @@ from ..imvideoedit_core.model.adapter_file import AdapterFileError
 from ..imvideoedit_core.model.wan_weights import WanWeightsError
 from ..imvideoedit_core.train.pair_scan import PairDatasetError
 from ..imvideoedit_core.train.trainer import TrainingCancelled
-from .adapter_nodes import ApplyAdapter, LoadAdapter
+from .adapter_nodes import ApplyAdapter, LoadAdapter, Wan22Expert
 from .catalog import ADAPTER_FOLDER
 from .dataset_nodes import SaveImagePairs
 from .degrade_nodes import AnimateImage, DegradeLatent
@@ -46,7 +46,7 @@ def register_model_folder() -> None:
 class ImVideoEditExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [LoadAdapter, ApplyAdapter, EditConditioning, EditSampler, GateMask, LoadVideoFrames, TrainAdapter,
-                LongVideoEdit, EditMask, TuneOnKeyframe, DegradeLatent, AnimateImage, SaveImagePairs]
+                LongVideoEdit, EditMask, TuneOnKeyframe, DegradeLatent, AnimateImage, SaveImagePairs, Wan22Expert]
 
 
 async def comfy_entrypoint() -> ImVideoEditExtension:

@@ -1,4 +1,4 @@
-"""Load Adapter and Apply Adapter."""
+"""Load Adapter, Apply Adapter, and Wan 2.2 Expert (which A14B expert a MODEL is)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from ..imvideoedit_core.model.config import parse_blocks
 from ..imvideoedit_core.edit.streams import CACHE_PLACEMENTS
 from ..imvideoedit_core.train.trainer import STATE_SUFFIX
 from .catalog import ADAPTER_FOLDER, CATEGORY, NODE_IDS
-from .host import AdapterHolder, apply_adapter
+from .host import AdapterHolder, apply_adapter, mark_expert
 
 Adapter = io.Custom("IMVE_ADAPTER")
 SOURCE_ENCODINGS = ("per branch", "shared")
+EXPERT_CHOICES = {"high-noise": "high", "low-noise": "low"}
 
 
 def adapter_files() -> list[str]:
@@ -45,11 +46,13 @@ class ApplyAdapter(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id=NODE_IDS["apply_adapter"], display_name="IMVE Apply Adapter", category=CATEGORY,
-            description="Patches a Wan 2.1 text-to-video MODEL with an ImVideoEdit adapter. The patched MODEL edits "
-                        "the source carried by IMVE Edit Conditioning with any sampler (KSampler, SamplerCustom, "
-                        "IMVE Sampler) and with context windows; without that conditioning it behaves as before.",
-            inputs=[io.Model.Input("model", tooltip="A Wan 2.1 T2V model (Load Diffusion Model; LoRAs may be "
-                                                    "applied before or after)"),
+            description="Patches a Wan text-to-video MODEL (Wan 2.1 T2V, Wan 2.2 TI2V 5B, or one Wan 2.2 A14B expert "
+                        "marked with IMVE Wan 2.2 Expert) with an ImVideoEdit adapter made for it. The patched MODEL "
+                        "edits the source carried by IMVE Edit Conditioning with any sampler (KSampler, "
+                        "SamplerCustom, IMVE Sampler) and with context windows; without that conditioning it behaves "
+                        "as before.",
+            inputs=[io.Model.Input("model", tooltip="A Wan T2V model (Load Diffusion Model or Unet Loader (GGUF); "
+                                                    "LoRAs may be applied before or after)"),
                     Adapter.Input("adapter", tooltip="From IMVE Load Adapter or IMVE Train Adapter"),
                     io.Float.Input("strength", default=1.0, min=0.0, max=2.0, step=0.05,
                                    tooltip="How strongly the adapter pulls the video towards the source outside the "
@@ -75,3 +78,26 @@ class ApplyAdapter(io.ComfyNode):
             raise ValueError(f"source_encoding {source_encoding!r}: choose one of {', '.join(SOURCE_ENCODINGS)}")
         return io.NodeOutput(apply_adapter(model, adapter, strength=strength, cache=source_cache, blocks=chosen,
                                            share_source=source_encoding == "shared"))
+
+
+class Wan22Expert(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=NODE_IDS["wan22_expert"], display_name="IMVE Wan 2.2 Expert", category=CATEGORY,
+            description="Says which expert of Wan 2.2 T2V A14B a MODEL is. An expert has the same shapes as Wan 2.1 "
+                        "14B, so nothing else can tell them apart: mark each expert right after its loader. Apply "
+                        "Adapter then accepts only that expert's adapter, and Train Adapter and Tune On Keyframe "
+                        "train it on that expert's noise levels (high: sigma >= 0.875, low: below).",
+            inputs=[io.Model.Input("model", tooltip="A Wan 2.2 T2V A14B expert (e.g. "
+                                                    "wan2.2_t2v_high_noise_14B or wan2.2_t2v_low_noise_14B)"),
+                    io.Combo.Input("expert", options=list(EXPERT_CHOICES), default="high-noise",
+                                   tooltip="high-noise: the file named high_noise (the first part of the schedule); "
+                                           "low-noise: the file named low_noise")],
+            outputs=[io.Model.Output(display_name="model")])
+
+    @classmethod
+    def execute(cls, model, expert: str) -> io.NodeOutput:
+        if expert not in EXPERT_CHOICES:
+            raise ValueError(f"expert {expert!r}: choose one of {', '.join(EXPERT_CHOICES)}")
+        return io.NodeOutput(mark_expert(model, EXPERT_CHOICES[expert]))

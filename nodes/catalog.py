@@ -20,6 +20,7 @@ NODE_IDS: dict[str, str] = {
     "degrade_latent": "IMVEDegradeLatent",
     "animate_image": "IMVEAnimateImage",
     "save_image_pairs": "IMVESaveImagePairs",
+    "wan22_expert": "IMVEWan22Expert",
 }
 
 ADAPTER_FOLDER = "imvideoedit"  # models/imvideoedit/

@@ -31,7 +31,8 @@ import comfy.patcher_extension
 
 from ..imvideoedit_core.model.adapter import ImVideoEditAdapter
 from ..imvideoedit_core.model.adapter_file import AdapterFileInfo, check_compatible
-from ..imvideoedit_core.model.config import BackboneConfig
+from ..imvideoedit_core.model.config import WAN21_FAMILY, WAN22_A14B_FAMILY, WAN22_TI2V_FAMILY, BackboneConfig
+from ..imvideoedit_core.model.wan_strides import VAE_SPATIAL_STRIDE, size_multiple
 from ..imvideoedit_core.edit.streams import (AdaptedCall, GateAverage, SourceCache, StreamOutput, check_placement,
                                              mean_over_blocks, token_grid)
 
@@ -41,7 +42,12 @@ SOURCE_COND = "imve_source"      # model_conds key of the source latent
 SHARED_OPTION = "imvideoedit_shared"  # transformer_options key: edited keyframes (1, C, K, h, w) PU-SDA also sees
 WRAPPER_KEY = "imvideoedit"
 TRAINING_OPTION = "imvideoedit_training"  # transformer_options key of a training forward (TrainingForward)
-WAN21_LATENT_CHANNELS = 16       # the Wan 2.1 VAE's; Wan 2.2's 5B model works in 48
+EXPERT_OPTION = "imvideoedit_expert"  # transformer_options key: the A14B expert a MODEL was marked as
+WAN21_LATENT_CHANNELS = 16       # the Wan 2.1 VAE's (Wan 2.1 T2V, the Wan 2.2 A14B experts)
+WAN22_LATENT_CHANNELS = 48       # the Wan 2.2 VAE's (TI2V 5B)
+I2V_INPUT_CHANNELS = 36          # image-to-video: 16 latent + 4 mask + 16 image channels
+LOAD_INSTEAD = ("Load a Wan text-to-video model with Load Diffusion Model (or Unet Loader (GGUF)): Wan 2.1 T2V "
+                "1.3B or 14B, Wan 2.2 TI2V 5B, or a Wan 2.2 T2V A14B expert marked with IMVE Wan 2.2 Expert")
 
 
 @dataclass
@@ -86,26 +92,70 @@ def compute_dtype(model) -> torch.dtype:
     return getattr(model.model, "manual_cast_dtype", None) or model.model.get_dtype()
 
 
-def wan_backbone_config(diffusion_model: torch.nn.Module) -> BackboneConfig:
-    """The core's description of a ComfyUI WanModel; refuses anything that is not a Wan 2.1 text-to-video model."""
+def wan_backbone_config(diffusion_model: torch.nn.Module, *, expert: str = "") -> BackboneConfig:
+    """The core's description of a ComfyUI WanModel: Wan 2.1 T2V, Wan 2.2 TI2V 5B (48 latent channels), or, when
+    ``expert`` is "high" or "low", one expert of Wan 2.2 T2V A14B (its shapes are Wan 2.1 14B's, so only the user
+    can say so). Refuses every other model by name, with what to load instead."""
     name = type(diffusion_model).__name__
-    if name != "WanModel" or getattr(diffusion_model, "model_type", None) != "t2v":
-        kind = getattr(diffusion_model, "model_type", None)
-        raise ValueError(f"ImVideoEdit needs a Wan 2.1 text-to-video model; this MODEL is {name}"
-                         + (f" ({kind})" if kind else "") + ". Load a Wan 2.1 T2V checkpoint (e.g. "
-                         "wan2.1_t2v_1.3B) with Load Diffusion Model")
+    kind = getattr(diffusion_model, "model_type", None)
+    if name != "WanModel" or kind not in ("t2v", "i2v"):
+        raise ValueError(f"ImVideoEdit needs a Wan text-to-video model; this MODEL is {name}"
+                         + (f" ({kind})" if kind else "") + f". {LOAD_INSTEAD}")
     channels = (diffusion_model.patch_embedding.in_channels, diffusion_model.out_dim)
-    if channels != (WAN21_LATENT_CHANNELS, WAN21_LATENT_CHANNELS):  # Wan 2.2 TI2V 5B is also a "t2v" WanModel
-        raise ValueError(f"ImVideoEdit needs a Wan 2.1 text-to-video model (16 latent channels); this MODEL is a "
-                         f"WanModel t2v with {channels[0]} input and {channels[1]} output channels"
-                         + (" (Wan 2.2 TI2V 5B)" if channels == (48, 48) else "") + ". Load a Wan 2.1 T2V "
-                         "checkpoint (e.g. wan2.1_t2v_1.3B) with Load Diffusion Model")
-    dim = diffusion_model.dim
-    return BackboneConfig(dim=dim, ffn_dim=diffusion_model.blocks[0].ffn[0].out_features,
+    if kind == "i2v" or channels == (I2V_INPUT_CHANNELS, WAN21_LATENT_CHANNELS):
+        raise ValueError(f"this MODEL is a Wan image-to-video model ({kind}, {channels[0]} input channels: Wan 2.1 I2V "
+                         "14B or Wan 2.2 I2V A14B); ImVideoEdit edits with text-to-video models, whose input is "
+                         "the video latent alone. For an edit guided by an edited first frame, load Wan 2.2 TI2V 5B "
+                         "(connect the frame to IMVE Edit Conditioning's first_frame) or a Wan 2.1 T2V model with "
+                         f"IMVE Tune On Keyframe. {LOAD_INSTEAD}")
+    if channels == (WAN22_LATENT_CHANNELS, WAN22_LATENT_CHANNELS):
+        family = WAN22_TI2V_FAMILY
+        if expert:
+            raise ValueError("this MODEL is Wan 2.2 TI2V 5B (48 latent channels), a single model: only the two "
+                             "experts of Wan 2.2 T2V A14B are marked high-noise or low-noise; remove IMVE Wan 2.2 "
+                             "Expert")
+    elif channels == (WAN21_LATENT_CHANNELS, WAN21_LATENT_CHANNELS):
+        family = WAN22_A14B_FAMILY if expert else WAN21_FAMILY
+    else:
+        raise ValueError(f"ImVideoEdit needs a Wan text-to-video model with 16 or 48 latent channels; this MODEL is a "
+                         f"WanModel {kind} with {channels[0]} input and {channels[1]} output channels. "
+                         f"{LOAD_INSTEAD}")
+    return BackboneConfig(dim=diffusion_model.dim, ffn_dim=diffusion_model.blocks[0].ffn[0].out_features,
                           freq_dim=diffusion_model.freq_dim, text_dim=diffusion_model.text_embedding[0].in_features,
                           num_heads=diffusion_model.num_heads, num_layers=len(diffusion_model.blocks),
-                          in_dim=diffusion_model.patch_embedding.in_channels, out_dim=diffusion_model.out_dim,
-                          patch_size=tuple(diffusion_model.patch_size))
+                          in_dim=channels[0], out_dim=channels[1], patch_size=tuple(diffusion_model.patch_size),
+                          family=family, expert=expert)
+
+
+def model_expert(model) -> str:
+    """The A14B expert a MODEL was marked as by IMVE Wan 2.2 Expert ("high" or "low"), or "" if unmarked."""
+    return model.model_options.get("transformer_options", {}).get(EXPERT_OPTION, "")
+
+
+def backbone_config_of(model) -> BackboneConfig:
+    """The core's description of a ComfyUI MODEL (ModelPatcher), its expert mark included."""
+    return wan_backbone_config(model.model.diffusion_model, expert=model_expert(model))
+
+
+def mark_expert(model, expert: str):
+    """A clone of MODEL marked as the A14B ``expert`` ("high" or "low"); checked to be 14B-shaped T2V."""
+    if expert not in ("high", "low"):
+        raise ValueError(f"expert {expert!r}: choose 'high' (the high-noise expert) or 'low' (the low-noise expert)")
+    wan_backbone_config(model.model.diffusion_model, expert=expert)
+    marked = model.clone()
+    marked.model_options.setdefault("transformer_options", {})[EXPERT_OPTION] = expert
+    return marked
+
+
+def latent_spatial_stride(model) -> int:
+    """Pixels per latent pixel, per side, of the latent space a MODEL samples in (8: Wan 2.1 VAE, 16: Wan 2.2)."""
+    return int(getattr(model.model.latent_format, "spacial_downscale_ratio", VAE_SPATIAL_STRIDE))
+
+
+def vae_size_multiple(vae) -> int:
+    """What frame sides must be a multiple of for this VAE (16: Wan 2.1's, 32: Wan 2.2's), read from the VAE."""
+    stride = getattr(vae, "spacial_compression_encode", None)
+    return size_multiple(stride() if stride is not None else VAE_SPATIAL_STRIDE)
 
 
 class BlockPatch:
@@ -158,6 +208,11 @@ class SourceStreamWrapper:
         run = options.get("sample_sigmas")
         if run is not self._run:  # a new sampling run: drop the previous run's caches and gates
             self._run, self._caches, self.gates = run, {}, GateAverage()
+
+    def release(self) -> None:
+        """Drop the source caches (the gates of the run stay for Gate Mask): called when a sampling run ends, so
+        an A14B expert whose part of the schedule is done holds no memory while the other one samples."""
+        self._caches = {}
 
     def _key(self, options: dict, source: torch.Tensor, shared) -> tuple:
         window = options.get("context_window")
@@ -214,7 +269,8 @@ class SourceStreamWrapper:
         cache = self._source_cache(executor, source, context, clip_fea, time_dim_concat, transformer_options, kwargs)
         training: TrainingForward | None = transformer_options.get(TRAINING_OPTION)
         call = AdaptedCall(self.holder.adapter, token_grid(x.shape, self.patch_size), cache,
-                           timestep=timestep.flatten()[: x.shape[0]], strength=self.strength, record_gates=True,
+                           timestep=timestep if timestep.ndim == 2 else timestep.flatten()[: x.shape[0]],
+                           strength=self.strength, record_gates=True,
                            gate_grad=training is not None and training.gate_grad)
         try:
             out = executor(x, timestep, context, clip_fea, time_dim_concat,
@@ -245,6 +301,20 @@ class SourceStreamWrapper:
         self.gates.add(torch.cat(conditional).mean(0, keepdim=True).cpu(), frames)
 
 
+class RunEnd:
+    """The OUTER_SAMPLE wrapper: one sampling run (a KSampler, or one KSamplerAdvanced pass of an expert pair),
+    then the source caches of that run are released."""
+
+    def __init__(self, wrapper: SourceStreamWrapper):
+        self.wrapper = wrapper
+
+    def __call__(self, executor, *args, **kwargs):
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            self.wrapper.release()
+
+
 def branch_chunk(value, index: int, branches: int):
     """Guidance branch ``index``'s part of a model input that ComfyUI batched over ``branches`` branches
     (branch-major); anything else (None, options) unchanged."""
@@ -256,14 +326,14 @@ def branch_chunk(value, index: int, branches: int):
 def apply_adapter(model, holder: AdapterHolder, *, strength: float, cache: str,
                   blocks: tuple[int, ...] | None = None, checkpoint: bool = False, in_model_dtype: bool = True,
                   share_source: bool = False):
-    """A patched clone of a ComfyUI MODEL (ModelPatcher holding Wan 2.1 T2V); the input MODEL is untouched.
+    """A patched clone of a ComfyUI MODEL (ModelPatcher holding a Wan T2V model); the input MODEL is untouched.
 
     ``blocks``: the adapter blocks to use (default: all of them); ``checkpoint``: gradient checkpointing of the
     adapted frozen blocks while training; ``in_model_dtype``: the adapter computes and caches in the model's compute
     dtype (a cast copy when the file's differs); training keeps its float32 adapter instead; ``share_source``: one
     source encoding, with the instruction, serves both guidance branches (half the source cache and encoding).
     """
-    check_compatible(holder.info, wan_backbone_config(model.model.diffusion_model))
+    check_compatible(holder.info, backbone_config_of(model))
     if in_model_dtype:
         holder = holder.in_dtype(compute_dtype(model))
     patched = model.clone()
@@ -275,6 +345,7 @@ def apply_adapter(model, holder: AdapterHolder, *, strength: float, cache: str,
                                   patch_size=tuple(model.model.diffusion_model.patch_size),
                                   share_source=share_source)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, wrapper)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, RunEnd(wrapper))
     return patched
 
 

@@ -15,14 +15,14 @@ from comfy_api.latest import io
 
 from ..imvideoedit_core.model.adapter import build_adapter
 from ..imvideoedit_core.model.adapter_file import load_adapter, read_adapter_info
-from ..imvideoedit_core.model.config import adapter_config_for
+from ..imvideoedit_core.model.config import adapter_config_for, expert_sigma_range
 from ..imvideoedit_core.train.pair_dataset import ImagePair, PairDataset, pairs_from_tensors, validate_size
 from ..imvideoedit_core.train.pair_scan import RESIZE_POLICIES
 from ..imvideoedit_core.edit.sampling import pad_contexts
 from ..imvideoedit_core.train.trainer import EncodedPairs, TrainConfig, TrainingCancelled, train_adapter
 from .adapter_nodes import Adapter
 from .catalog import ADAPTER_FOLDER, CATEGORY, NODE_IDS
-from .host import AdapterHolder, ComfyAdaptedModel, wan_backbone_config
+from .host import AdapterHolder, ComfyAdaptedModel, backbone_config_of, vae_size_multiple
 
 CHECKPOINTING = ("auto", "on", "off")
 T = TypeVar("T")
@@ -39,8 +39,7 @@ def checkpointing_input() -> io.Combo.Input:
 def use_checkpointing(choice: str, model) -> bool:
     if choice not in CHECKPOINTING:
         raise ValueError(f"gradient_checkpointing must be one of {CHECKPOINTING}, got {choice!r}")
-    return choice == "on" or (choice == "auto" and wan_backbone_config(model.model.diffusion_model).dim
-                              >= AUTO_CHECKPOINT_DIM)
+    return choice == "on" or (choice == "auto" and backbone_config_of(model).dim >= AUTO_CHECKPOINT_DIM)
 
 
 class TrainingOutOfMemory(torch.OutOfMemoryError):
@@ -65,10 +64,17 @@ class ComfyEncoders:
 
     def __init__(self, model, vae, clip):
         self.model, self.vae, self.clip = model, vae, clip
+        self.multiple = vae_size_multiple(vae)
         self._text: dict[str, torch.Tensor] = {}
 
     def images(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in 0..1 -> (B, 16, 1, H/8, W/8) in the model's latent format."""
+        """(B, 3, H, W) in 0..1 -> (B, C, 1, H/s, W/s) in the model's latent format (C, s: 16, 8 for the Wan 2.1
+        VAE; 48, 16 for Wan 2.2's)."""
+        h, w = images.shape[-2:]
+        if h % self.multiple or w % self.multiple:
+            raise ValueError(f"an image of {w}x{h} reached the VAE, whose frames need sides that are multiples of "
+                             f"{self.multiple}: set width and height (multiples of {self.multiple}) so that every "
+                             "pair is scaled to one valid size")
         latents = [self.vae.encode(img.permute(1, 2, 0)[None].cpu()) for img in images]
         device = comfy.model_management.get_torch_device()
         return self.model.model.process_latent_in(torch.cat(latents)).to(device)
@@ -159,15 +165,17 @@ class TrainAdapter(io.ComfyNode):
                 resume: bool, source_images=None, target_images=None, instructions: str = "",
                 gradient_checkpointing: str = "auto") -> io.NodeOutput:
         if bool(width) != bool(height):
-            raise ValueError("set both width and height (multiples of 16), or leave both at 0")
+            raise ValueError(f"set both width and height (multiples of {vae_size_multiple(vae)}), or leave both at 0")
         out = output_path(adapter_name)
-        size = validate_size((height, width)) if width else None
+        size = validate_size((height, width), multiple=vae_size_multiple(vae)) if width else None
         if source_images is not None or target_images is not None:
             dataset = image_batch_pairs(source_images, target_images, instructions, size=size)
         else:
             dataset = PairDataset.from_path(resolve_folder(pairs_folder), resize_policy=resize_policy, size=size)
+        backbone = backbone_config_of(model)  # an A14B expert trains on its own part of the noise levels
         cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=learning_rate, seed=seed, save_every=save_every,
-                          gradient_checkpointing=use_checkpointing(gradient_checkpointing, model))
+                          gradient_checkpointing=use_checkpointing(gradient_checkpointing, model),
+                          sigma_range=expert_sigma_range(backbone.expert))
         with torch.inference_mode(False):  # node execution runs under inference_mode; training needs autograd
             summary = train_through_comfyui(lambda: cls._train(model, vae, clip, dataset, cfg, out, resume),
                                             checkpointing=cfg.gradient_checkpointing)
@@ -176,7 +184,7 @@ class TrainAdapter(io.ComfyNode):
 
     @classmethod
     def _train(cls, model, vae, clip, dataset, cfg: TrainConfig, out: Path, resume: bool) -> str:
-        backbone = wan_backbone_config(model.model.diffusion_model)
+        backbone = backbone_config_of(model)
         adapter = build_adapter(adapter_config_for(backbone), backbone, seed=cfg.seed,
                                 device=comfy.model_management.get_torch_device())
         encoders = ComfyEncoders(model, vae, clip)

@@ -12,12 +12,13 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..imvideoedit_core.model.adapter_file import AdapterFileInfo, read_adapter_info, save_adapter
-from ..imvideoedit_core.train.keyframe_tuning import (KeyframeTuning, TuneResult, check_keyframes, start_defaults,
-                                                      tune_on_keyframe, zero_start_adapter)
+from ..imvideoedit_core.model.config import expert_sigma_range
+from ..imvideoedit_core.train.keyframe_tuning import (KeyframeTuning, TuneResult, check_keyframes,
+                                                      copy_start_adapter, start_defaults, tune_on_keyframe)
 from ..imvideoedit_core.train.trainer import TrainingCancelled
 from .adapter_nodes import Adapter
 from .catalog import CATEGORY, NODE_IDS
-from .host import AdapterHolder, ComfyAdaptedModel, wan_backbone_config
+from .host import AdapterHolder, ComfyAdaptedModel, backbone_config_of, vae_size_multiple
 from .train_nodes import (ComfyEncoders, checkpointing_input, output_path, train_through_comfyui,
                           use_checkpointing)
 
@@ -34,12 +35,14 @@ class TuneOnKeyframe(io.ComfyNode):
                         "(source frame, edited frame) pair (with random small rotations, shifts, crops and shears "
                         "of both images). Connect the tuned adapter to IMVE Apply Adapter to edit the whole clip. "
                         "The input adapter is left as it is. Without an adapter the node starts from a fresh one "
-                        "sized for the MODEL (zero start: no adapter file needed, about 5x the steps).",
-            inputs=[io.Model.Input("model", tooltip="The Wan 2.1 T2V model the adapter is for"),
+                        "sized for the MODEL that starts by copying the source (no adapter file needed, about 3x the "
+                        "steps).",
+            inputs=[io.Model.Input("model", tooltip="The Wan T2V model the adapter is for (an A14B expert: marked "
+                                                    "with IMVE Wan 2.2 Expert; tuned on its own noise levels)"),
                     Adapter.Input("adapter", optional=True,
                                   tooltip="The adapter to start from (IMVE Load Adapter); leave it unconnected to "
-                                          "start from a fresh adapter (zero start)"),
-                    io.Vae.Input("vae", tooltip="The Wan 2.1 VAE"),
+                                          "start from a fresh adapter (no adapter file needed)"),
+                    io.Vae.Input("vae", tooltip="The model's VAE (Wan 2.1 VAE; Wan 2.2 VAE for TI2V 5B)"),
                     io.Clip.Input("clip", tooltip="The umT5 text encoder (Load CLIP, type wan)"),
                     io.Image.Input("source_keyframe",
                                    tooltip="The original frame (e.g. Get Image from Batch on the video's frames), or "
@@ -51,7 +54,7 @@ class TuneOnKeyframe(io.ComfyNode):
                                             "positive prompt)"),
                     io.Int.Input("steps", default=0, min=0, max=10000,
                                  tooltip="Tuning steps; 0 = the measured default for the start: 300 from a trained "
-                                         "adapter, 1500 from a fresh one"),
+                                         "adapter, 1000 from a fresh one"),
                     io.Float.Input("learning_rate", default=0.0, min=0.0, max=1e-2, step=1e-5,
                                    tooltip="AdamW learning rate; 0 = the measured default for the start: 3e-4 from "
                                            "a trained adapter, 1e-3 from a fresh one"),
@@ -75,13 +78,14 @@ class TuneOnKeyframe(io.ComfyNode):
                 adapter: AdapterHolder | None = None, gradient_checkpointing: str = "auto") -> io.NodeOutput:
         source, edited = source_keyframe[..., :3], edited_keyframe[..., :3]  # [K, H, W, 3]: K keyframes
         video_size = tuple(video.shape[1:3]) if video is not None else None
-        check_keyframes(source, edited, video_size=video_size)  # before the model is loaded
+        check_keyframes(source, edited, video_size=video_size, multiple=vae_size_multiple(vae))  # before loading
         if not instruction.strip():
             raise ValueError("the instruction is empty: write the edit, the same text as the positive prompt")
         out = output_path(save_name) if save_name.strip() else None
         defaults = start_defaults(zero_start=adapter is None)
+        backbone = backbone_config_of(model)  # an A14B expert tunes on its own part of the noise levels
         config = KeyframeTuning(steps=steps or defaults.steps, lr=learning_rate or defaults.lr, seed=seed,
-                                augment=augment,
+                                augment=augment, sigma_range=expert_sigma_range(backbone.expert),
                                 gradient_checkpointing=use_checkpointing(gradient_checkpointing, model))
         if adapter is None:
             adapter = cls._fresh(model, seed)
@@ -109,9 +113,10 @@ class TuneOnKeyframe(io.ComfyNode):
 
     @classmethod
     def _fresh(cls, model, seed: int) -> AdapterHolder:
-        """Zero start: an adapter sized for the connected MODEL, as IMVE Train Adapter would build it."""
-        backbone = wan_backbone_config(model.model.diffusion_model)
-        adapter = zero_start_adapter(backbone, seed=seed)
+        """A fresh start: an adapter sized for the connected MODEL, as IMVE Train Adapter would build it, set up to
+        pull the edit towards the source (the copy start: ahead of a zero update at every tuning length)."""
+        backbone = backbone_config_of(model)
+        adapter = copy_start_adapter(backbone, seed=seed)
         return AdapterHolder.wrap(adapter, AdapterFileInfo(path=Path(FRESH), adapter_config=adapter.config,
                                                            backbone_config=backbone))
 

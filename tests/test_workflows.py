@@ -26,7 +26,7 @@ def catalog():
 
 def test_node_ids_are_unique_and_prefixed():
     ids = list(catalog().NODE_IDS.values())
-    assert len(ids) == len(set(ids)) == 13
+    assert len(ids) == len(set(ids)) == 14
     assert all(i.startswith("IMVE") for i in ids)
 
 
@@ -35,7 +35,9 @@ def test_the_example_workflows_exist():
                                           "imvideoedit_long_video_context_windows", "imvideoedit_train_adapter",
                                           "imvideoedit_long_video_keyframes", "imvideoedit_masked_edit",
                                           "imvideoedit_first_frame_guidance", "imvideoedit_animate_image",
-                                          "imvideoedit_zero_start_edit", "imvideoedit_build_pair_dataset"}
+                                          "imvideoedit_zero_start_edit", "imvideoedit_build_pair_dataset",
+                                          "imvideoedit_wan22_5b_edit", "imvideoedit_wan22_5b_first_frame",
+                                          "imvideoedit_wan22_a14b_zero_start"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

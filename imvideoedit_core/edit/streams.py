@@ -100,6 +100,12 @@ class SourceCache:
         return sum(kv.k.nbytes + kv.v.nbytes for kv in self.blocks.values())
 
 
+def gate_timestep(t: torch.Tensor) -> torch.Tensor:
+    """The gate's timestep per sample: t (B,) as it is; per latent frame (B, F') the noisiest frame's (Wan 2.2
+    TI2V's clean first frame has t = 0 while the frames being generated share the sampling timestep)."""
+    return t if t.ndim == 1 else t.flatten(1).amax(1)
+
+
 @dataclass
 class AdaptedCall:
     """One forward of the backbone with the adapter, handed to its blocks: it records the source stream into
@@ -109,7 +115,7 @@ class AdaptedCall:
     grid: tuple[int, int, int]             # token grid (F', H', W') of this forward (token_grid)
     cache: SourceCache
     recording: bool = False
-    timestep: torch.Tensor | None = None   # (B,) raw timesteps in [0, 1000] (target only)
+    timestep: torch.Tensor | None = None   # (B,) or per latent frame (B, F') raw timesteps in [0, 1000] (target)
     strength: float = 1.0
     record_gates: bool = False
     gate_grad: bool = False                # keep the recorded gates in the autograd graph (the gate loss)
@@ -125,7 +131,7 @@ class AdaptedCall:
             return tokens
         if self.text is None:
             self.text = self.adapter.text_summary(text_tokens)
-            self.time_feat = self.adapter.time_features(self.timestep.to(tokens.device))
+            self.time_feat = self.adapter.time_features(gate_timestep(self.timestep).to(tokens.device))
         step = block(tokens, self.cache.features(index, tokens.device), text=self.text, time_feat=self.time_feat,
                      grid=self.grid, strength=self.strength)
         if self.record_gates:
@@ -333,7 +339,7 @@ class TwoStreamRunner:
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, source: SourceStream, *,
                  return_gates: bool = False, gate_grad: bool = False) -> StreamOutput:
-        """Velocity for the target x (B, C, F, H, W) at timesteps t (B,) with the adapter applied.
+        """Velocity for the target x (B, C, F, H, W) at timesteps t (B,) or (B, F) with the adapter applied.
 
         ``return_gates``: each adapted block's gate maps too; ``gate_grad``: still attached to the graph."""
         if not self.attached:

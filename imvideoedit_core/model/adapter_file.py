@@ -108,16 +108,17 @@ def check_compatible(info: AdapterFileInfo, backbone: BackboneConfig) -> None:
     """Raise with a message naming every dimension on which the adapter does not fit ``backbone``."""
     trained = info.backbone_config
     problems = []
-    if trained.family != backbone.family:
-        problems.append(f"it was trained on {trained.family}, the model is {backbone.family}")
+    if (trained.family, trained.expert) != (backbone.family, backbone.expert):
+        problems.append(f"it was trained on {trained.describe()}, the model is {backbone.describe()}")
     if trained.dim != backbone.dim:
         problems.append(f"hidden size: adapter {trained.dim}, model {backbone.dim}")
     if trained.num_layers != backbone.num_layers:
         problems.append(f"blocks: adapter {trained.num_layers}, model {backbone.num_layers}")
     if problems:
         raise AdapterFileError(f"{info.path.name} does not fit this backbone: " + "; ".join(problems)
-                               + ". Load an adapter trained for this model size (e.g. Wan 2.1 1.3B: dim 1536, "
-                               "30 blocks; 14B: dim 5120, 40 blocks)")
+                               + ". Load an adapter trained for this model (e.g. Wan 2.1 1.3B: dim 1536, 30 blocks; "
+                               "14B: dim 5120, 40 blocks; Wan 2.2 TI2V 5B: dim 3072, 30 blocks; each Wan 2.2 A14B "
+                               "expert has its own adapter)")
 
 
 def load_adapter(path: str | Path, *, backbone: BackboneConfig | None = None, device="cpu",

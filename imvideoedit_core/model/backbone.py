@@ -1,7 +1,8 @@
-"""A compact Wan 2.1 text-to-video DiT.
+"""A compact Wan text-to-video DiT (Wan 2.1 T2V, Wan 2.2 TI2V 5B and each Wan 2.2 A14B expert share it).
 
-Parameter names and shapes match the official Wan 2.1 T2V checkpoints (and therefore ComfyUI's ``WanModel``),
-so a real checkpoint loads with :func:`load_wan_state_dict`. Blocks take a :class:`BlockContext` so that the
+Parameter names and shapes match the official checkpoints (and therefore ComfyUI's ``WanModel``), so a real
+checkpoint loads with :func:`load_wan_state_dict`. Timesteps are one per sample, or one per latent frame (Wan 2.2
+TI2V's first-frame mode: the clean first frame at t = 0). Blocks take a :class:`BlockContext` so that the
 per-call inputs shared by every block (timestep modulation, text, rotary frequencies, token grid) travel as one
 named object; the two-stream runner hooks the blocks' outputs without editing this class.
 """
@@ -51,15 +52,31 @@ def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1).float()
 
 
+def frame_timesteps(t: torch.Tensor, *, batch: int, frames: int) -> torch.Tensor:
+    """Timesteps (B,) -> (B, 1); (B, F') one per token frame -> as they are; anything else: a ValueError."""
+    if t.ndim == 1 and t.shape[0] == batch:
+        return t[:, None]
+    if t.ndim == 2 and t.shape == (batch, frames):
+        return t
+    raise ValueError(f"timesteps of shape {tuple(t.shape)} fit neither one per sample ({batch},) nor one per latent "
+                     f"frame ({batch}, {frames})")
+
+
+def per_token(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-frame modulation (B, T, dim) for tokens x (B, L, dim) in frame-major order: broadcast when T = 1,
+    else each frame's vector repeated over its L / T tokens."""
+    return v if v.shape[1] == 1 else v.repeat_interleave(x.shape[1] // v.shape[1], dim=1)
+
+
 @dataclass
 class BlockContext:
     """What every block of one forward pass shares."""
 
-    modulation: torch.Tensor   # e0: (B, 6, dim) timestep modulation
+    modulation: torch.Tensor   # e0: (B, T, 6, dim) timestep modulation; T = 1, or one per token frame
     context: torch.Tensor      # (B, L_text, dim) embedded text
     freqs: torch.Tensor        # (F*H*W, head_dim/2) complex rotary frequencies
     grid: tuple[int, int, int]  # token grid (F, H, W)
-    timestep: torch.Tensor     # (B,) raw timesteps in [0, 1000]
+    timestep: torch.Tensor     # (B,) or (B, T) raw timesteps in [0, 1000]
     # per-call data of whoever wraps the blocks (the two-stream runner); it travels with the blocks' inputs, so
     # gradient checkpointing's recomputation sees it too
     extras: dict[str, object] = field(default_factory=dict)
@@ -109,8 +126,9 @@ class WanBlock(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 6, cfg.dim, **kw) / cfg.dim**0.5)
 
     def forward(self, x: torch.Tensor, ctx: BlockContext) -> torch.Tensor:
-        # six (B, 1, dim) vectors: shift/scale/gate for attention, then for the FFN
-        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + ctx.modulation).chunk(6, dim=1)
+        # six (B, 1 | L, dim) vectors: shift/scale/gate for attention, then for the FFN
+        shift1, scale1, gate1, shift2, scale2, gate2 = (per_token(m, x) for m in
+                                                        (self.modulation.unsqueeze(0) + ctx.modulation).unbind(2))
         y = self.self_attn((self.norm1(x) * (1 + scale1) + shift1).to(x.dtype), ctx.freqs)
         x = x + (y * gate1).to(x.dtype)
         x = x + self.cross_attn(self.norm3(x), ctx.context)
@@ -127,7 +145,8 @@ class Head(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim, device=device, dtype=dtype) / cfg.dim**0.5)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        shift, scale = (self.modulation + e.unsqueeze(1)).chunk(2, dim=1)  # (B, 1, dim) each
+        """x (B, L, dim), e (B, T, dim) -> (B, L, out_dim * prod(patch))."""
+        shift, scale = (per_token(m, x) for m in (self.modulation.unsqueeze(0) + e.unsqueeze(2)).unbind(2))
         return self.head((self.norm(x) * (1 + scale) + shift).to(x.dtype))
 
 
@@ -137,7 +156,7 @@ class TokenState:
 
     tokens: torch.Tensor       # (B, F*H*W, dim)
     block_context: BlockContext
-    time_embedding: torch.Tensor  # e: (B, dim), for the head
+    time_embedding: torch.Tensor  # e: (B, T, dim), for the head
 
 
 class AbsolutePositions(nn.Module):
@@ -196,16 +215,18 @@ class WanDiT(nn.Module):
 
     def embed(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
               extras: dict[str, object] | None = None, frame_offset: int = 0) -> TokenState:
-        """x: (B, C, F, H, W) latent, t: (B,) timesteps in [0, 1000], context: (B, L_text, text_dim);
-        ``frame_offset``: the temporal RoPE position of the first latent frame."""
+        """x: (B, C, F, H, W) latent, t: (B,) timesteps in [0, 1000] or (B, F') one per token frame,
+        context: (B, L_text, text_dim); ``frame_offset``: the temporal RoPE position of the first latent frame."""
         cfg = self.config
         tokens = self.patch_embedding(x.to(self.patch_embedding.weight.dtype))  # (B, dim, F', H', W')
         grid = tuple(tokens.shape[2:])
         tokens = rearrange(tokens, "b d f h w -> b (f h w) d")
         if self.positions is not None:  # positions within the clip (a window starts at frame 0)
             tokens = tokens + self.positions(grid).to(tokens.dtype)
-        e = self.time_embedding(timestep_features(t, cfg.freq_dim).to(tokens.dtype))  # (B, dim)
-        e0 = self.time_projection(e).unflatten(1, (6, cfg.dim))                 # (B, 6, dim)
+        t = frame_timesteps(t, batch=x.shape[0], frames=grid[0])                  # (B, 1 | F')
+        e = self.time_embedding(timestep_features(t.flatten(), cfg.freq_dim).to(tokens.dtype))
+        e = e.unflatten(0, tuple(t.shape))                                       # (B, T, dim)
+        e0 = self.time_projection(e).unflatten(2, (6, cfg.dim))                 # (B, T, 6, dim)
         ctx = BlockContext(modulation=e0, context=self.text_embedding(context.to(tokens.dtype)),
                            freqs=rope_3d(cfg.head_dim, grid, tokens.device, frame_offset=frame_offset),
                            grid=grid, timestep=t,
@@ -247,8 +268,9 @@ X0_MIN_SIGMA = 0.05  # below it an x0 head's velocity would divide by ~0; sigma 
 
 def velocity_from_x0(x: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """The flow velocity noise - x0 implied by a clean-latent prediction: x = (1 - s) x0 + s noise gives
-    v = (x - x0) / s, with s = t / 1000 clamped to ``X0_MIN_SIGMA``. x, x0: (B, C, F, H, W); t: (B,)."""
-    sigma = (t.to(torch.float32) / 1000).clamp(min=X0_MIN_SIGMA).view(-1, 1, 1, 1, 1)
+    v = (x - x0) / s, with s = t / 1000 clamped to ``X0_MIN_SIGMA``. x, x0: (B, C, F, H, W); t: (B,) or (B, F)."""
+    sigma = (t.to(torch.float32) / 1000).clamp(min=X0_MIN_SIGMA)
+    sigma = sigma.view(-1, 1, 1, 1, 1) if sigma.ndim == 1 else sigma[:, None, :, None, None]  # (B, 1, 1|F, 1, 1)
     return ((x.to(torch.float32) - x0.to(torch.float32)) / sigma).to(x0.dtype)
 
 

@@ -14,6 +14,15 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 WAN21_FAMILY = "wan2.1-t2v"
+WAN22_TI2V_FAMILY = "wan2.2-ti2v"      # Wan 2.2 TI2V 5B: 48 latent channels, the Wan 2.2 VAE
+WAN22_A14B_FAMILY = "wan2.2-t2v-a14b"  # Wan 2.2 T2V A14B: two 14B-sized experts, the Wan 2.1 VAE
+FAMILIES = (WAN21_FAMILY, WAN22_TI2V_FAMILY, WAN22_A14B_FAMILY)
+FAMILY_NAMES = {WAN21_FAMILY: "Wan 2.1 T2V", WAN22_TI2V_FAMILY: "Wan 2.2 TI2V 5B",
+                WAN22_A14B_FAMILY: "Wan 2.2 T2V A14B"}
+EXPERTS = ("", "high", "low")
+# Wan 2.2 T2V A14B hands the schedule from the high-noise to the low-noise expert where the shifted noise level
+# falls below this (wan/configs/wan_t2v_A14B.py: boundary 0.875 of 1000 timesteps; I2V A14B: 0.900)
+A14B_T2V_BOUNDARY = 0.875  # "": a single model; the A14B pair's high-noise and low-noise experts
 PREDICTIONS = ("velocity", "x0")
 ABSOLUTE_POSITIONS = ("none", "learned")
 GATE_MODES = ("text", "blind", "none")
@@ -38,7 +47,9 @@ def _from_json(cls: type[T], text: str | dict) -> T:
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """Dimensions of a Wan 2.1 text-to-video DiT (names follow the official checkpoints)."""
+    """Dimensions of a Wan text-to-video DiT (names follow the official checkpoints): Wan 2.1 T2V, Wan 2.2 TI2V 5B
+    or one expert of Wan 2.2 T2V A14B (``family`` and ``expert`` say which; the shapes cannot tell an A14B expert
+    from Wan 2.1 14B)."""
 
     dim: int = 1536
     ffn_dim: int = 8960
@@ -51,6 +62,7 @@ class BackboneConfig:
     patch_size: tuple[int, int, int] = (1, 2, 2)  # (frames, height, width)
     eps: float = 1e-6
     family: str = WAN21_FAMILY
+    expert: str = ""             # A14B only: "high" (sigma >= the boundary) or "low" (below it)
     # what the head predicts: "velocity" (Wan) or "x0", the clean latent, turned into the same velocity by
     # forward() (docs/decisions.md, ToyWorld: small models denoise pixel-like latents better that way)
     prediction: str = "velocity"
@@ -68,6 +80,11 @@ class BackboneConfig:
             raise ValueError(f"head dim {self.dim // self.num_heads} must be even for rotary embeddings")
         if len(self.patch_size) != 3:
             raise ValueError(f"patch_size must be (frames, height, width), got {self.patch_size}")
+        if self.expert not in EXPERTS:
+            raise ValueError(f"unknown expert {self.expert!r}; choose one of {EXPERTS}")
+        if (self.family == WAN22_A14B_FAMILY) != bool(self.expert):
+            raise ValueError(f"a {WAN22_A14B_FAMILY} backbone is one of its two experts ('high' or 'low') and no "
+                             f"other family has experts; got family {self.family!r}, expert {self.expert!r}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction {self.prediction!r}; choose one of {PREDICTIONS}")
         if self.absolute_position not in ABSOLUTE_POSITIONS:
@@ -77,6 +94,11 @@ class BackboneConfig:
     @property
     def head_dim(self) -> int:
         return self.dim // self.num_heads
+
+    def describe(self) -> str:
+        """The model in a user's words, e.g. 'Wan 2.2 T2V A14B (high-noise expert)'."""
+        name = FAMILY_NAMES.get(self.family, self.family)
+        return f"{name} ({self.expert}-noise expert)" if self.expert else name
 
     def to_json(self) -> str:
         return _to_json(self)
@@ -147,9 +169,20 @@ BACKBONE_PRESETS: dict[str, BackboneConfig] = {
     # ToyWorld experiment: "toy-pos" twice as deep (issue 9: depth as a lever at equal compute)
     "toy-pos-deep": BackboneConfig(dim=128, ffn_dim=384, freq_dim=64, text_dim=64, num_heads=4, num_layers=8,
                                    absolute_position="learned"),
+    # ToyWorld experiment: "toy-pos" twice as wide in Wan's 128-wide heads (issue 18: a larger model on the codec's
+    # 16-token frames against more steps of the small one)
+    "toy-pos-wide": BackboneConfig(dim=256, ffn_dim=768, freq_dim=64, text_dim=64, num_heads=2, num_layers=4,
+                                   absolute_position="learned"),
     # real sizes (FLOP counting on the meta device, and real checkpoints)
     "wan2.1-t2v-1.3b": BackboneConfig(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30),
     "wan2.1-t2v-14b": BackboneConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
+    # Wan 2.2 (wan/configs/wan_ti2v_5B.py, wan_t2v_A14B.py; 48 channels: the Wan 2.2 VAE's z_dim, docs/wan22_facts.md)
+    "wan2.2-ti2v-5b": BackboneConfig(dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_dim=48, out_dim=48,
+                                     family=WAN22_TI2V_FAMILY),
+    "wan2.2-t2v-a14b-high": BackboneConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40,
+                                           family=WAN22_A14B_FAMILY, expert="high"),
+    "wan2.2-t2v-a14b-low": BackboneConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40,
+                                          family=WAN22_A14B_FAMILY, expert="low"),
 }
 
 ADAPTER_PRESETS: dict[str, AdapterConfig] = {
@@ -158,9 +191,21 @@ ADAPTER_PRESETS: dict[str, AdapterConfig] = {
     "toy-256": AdapterConfig(inner_dim=64, num_heads=2, gate_dim=16, time_freq_dim=32),
     "toy-pos": AdapterConfig(inner_dim=64, num_heads=2, gate_dim=16, time_freq_dim=32),
     "toy-pos-deep": AdapterConfig(inner_dim=64, num_heads=2, gate_dim=16, time_freq_dim=32),
+    "toy-pos-wide": AdapterConfig(inner_dim=64, num_heads=2, gate_dim=16, time_freq_dim=32),
     "wan2.1-t2v-1.3b": AdapterConfig(inner_dim=384, num_heads=3, gate_dim=64),
     "wan2.1-t2v-14b": AdapterConfig(inner_dim=1280, num_heads=10, gate_dim=64),
+    # a quarter of the backbone's width in 128-wide heads, as for 1.3B and 14B (cost share: bench/flops.py)
+    "wan2.2-ti2v-5b": AdapterConfig(inner_dim=768, num_heads=6, gate_dim=64),
+    "wan2.2-t2v-a14b-high": AdapterConfig(inner_dim=1280, num_heads=10, gate_dim=64),
+    "wan2.2-t2v-a14b-low": AdapterConfig(inner_dim=1280, num_heads=10, gate_dim=64),
 }
+
+
+def expert_sigma_range(expert: str, *, boundary: float = A14B_T2V_BOUNDARY) -> tuple[float, float]:
+    """The noise levels [low, high) an expert denoises (and is trained on): the whole range for a single model."""
+    if not 0 < boundary < 1:
+        raise ValueError(f"boundary must be in (0, 1), got {boundary}")
+    return {"": (0.0, 1.0), "high": (boundary, 1.0), "low": (0.0, boundary)}[expert]
 
 
 def _preset(table: dict[str, T], name: str, what: str) -> T:

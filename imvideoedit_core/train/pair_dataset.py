@@ -33,19 +33,21 @@ class ImagePair:
 # Loading pairs
 
 
-def validate_size(size: Sequence[int] | None) -> tuple[int, int] | None:
-    """``size`` as a (height, width) tuple of positive multiples of 16, or None; otherwise a ValueError."""
+def validate_size(size: Sequence[int] | None, *, multiple: int = SIZE_MULTIPLE) -> tuple[int, int] | None:
+    """``size`` as a (height, width) tuple of positive multiples of ``multiple`` (16: the Wan 2.1 VAE, 32: Wan
+    2.2's), or None; otherwise a ValueError."""
     if size is None:
         return None
     try:
         height, width = (operator.index(value) for value in size)
     except (TypeError, ValueError):
         raise ValueError(f"size={size!r} must be None or (height, width), two integers") from None
-    if height > 0 and width > 0 and height % SIZE_MULTIPLE == 0 and width % SIZE_MULTIPLE == 0:
+    if height > 0 and width > 0 and height % multiple == 0 and width % multiple == 0:
         return height, width
-    nearest = tuple(max(SIZE_MULTIPLE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE) for value in (height, width))
-    raise ValueError(f"size=({height}, {width}) must be (height, width) positive multiples of {SIZE_MULTIPLE} "
-                     f"(the VAE downsamples by 8, the patch embedding by 2): the nearest valid size is {nearest}")
+    nearest = tuple(max(multiple, round(value / multiple) * multiple) for value in (height, width))
+    raise ValueError(f"size=({height}, {width}) must be (height, width) positive multiples of {multiple} "
+                     f"(the VAE downsamples by {multiple // 2}, the patch embedding by 2): the nearest valid size is "
+                     f"{nearest}")
 
 
 class PairDataset:

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import safe_open
 
-from ..edit.sampling import noised, pad_contexts, shift_sigma
+from ..edit.sampling import noised, pad_contexts, shift_sigma, unshift_sigma
 from ..edit.streams import StreamOutput
 from ..model.adapter import ImVideoEditAdapter
 from ..model.adapter_file import (DEFAULT_STORAGE, STATE_FORMAT, STORAGE_DTYPES, atomic_save_safetensors,
@@ -49,6 +49,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     context_dropout: float = 0.1  # share of samples trained with the empty instruction (for guidance)
     sigma_shift: float = 1.0     # training noise levels: shift(uniform(0, 1))
+    sigma_range: tuple[float, float] = (0.0, 1.0)  # ... restricted to [low, high) (an A14B expert's own range)
     max_frame_offset: int = 0    # place each step's clips at a random temporal RoPE position in [0, this]
     gate_loss: float = 0.0       # weight of the auxiliary loss that teaches the gate where the pair differs; 0 = off
     seed: int = 0
@@ -63,6 +64,8 @@ class TrainConfig:
                   (0 <= self.context_dropout <= 1, f"context_dropout must be in [0, 1], got {self.context_dropout}"),
                   (self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}"),
                   (self.sigma_shift > 0, f"sigma_shift must be positive, got {self.sigma_shift}"),
+                  (0 <= self.sigma_range[0] < self.sigma_range[1] <= 1,
+                   f"sigma_range must be (low, high) with 0 <= low < high <= 1, got {self.sigma_range}"),
                   (self.max_frame_offset >= 0, f"max_frame_offset must be >= 0, got {self.max_frame_offset}"),
                   (self.gate_loss >= 0, f"gate_loss must be >= 0 (0 = off), got {self.gate_loss}"),
                   (self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}"),
@@ -236,7 +239,9 @@ def _draw(batch: LatentBatch, cfg: TrainConfig, step: int, rank: int):
     """The step's noise levels (B,), noise, contexts with dropout applied, and temporal RoPE offset."""
     gen = _step_generator(cfg.seed, step, rank)
     b = batch.target.shape[0]
-    sigma = shift_sigma(torch.rand(b, generator=gen, dtype=torch.float64), cfg.sigma_shift).float()
+    low, high = (unshift_sigma(s, cfg.sigma_shift) for s in cfg.sigma_range)  # the range before the shift
+    u = low + (high - low) * torch.rand(b, generator=gen, dtype=torch.float64)
+    sigma = shift_sigma(u, cfg.sigma_shift).float()
     noise = torch.randn(batch.target.shape, generator=gen)
     drop = torch.rand(b, generator=gen) < cfg.context_dropout
     contexts = pad_contexts(batch.context, batch.empty_context)          # (B+1, L, text_dim)

@@ -7,15 +7,22 @@ import torch
 
 
 class StandInVAE:
-    """Wan-VAE-shaped stand-in: [T, H, W, 3] -> [1, 16, (T-1)//4+1, H/8, W/8] (frames 0, 4, 8, ...; 8x8 means)."""
+    """Wan-VAE-shaped stand-in: [T, H, W, 3] -> [1, C, (T-1)//4+1, H/s, W/s] (frames 0, 4, 8, ...; sxs means).
+    C, s = 16, 8 as the Wan 2.1 VAE (default) or 48, 16 as the Wan 2.2 VAE; it reports its stride as ComfyUI's
+    VAE does."""
 
-    def __init__(self):
-        self.mix = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+    def __init__(self, channels: int = 16, stride: int = 8):
+        self.mix = torch.randn(3, channels, generator=torch.Generator().manual_seed(0))
+        self.stride = stride
+        self.latent_channels = channels
+
+    def spacial_compression_encode(self) -> int:
+        return self.stride
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         frames = pixels[::4, :, :, :3].movedim(-1, 1)                       # (F, 3, H, W)
-        pooled = torch.nn.functional.avg_pool2d(frames, 8)                   # (F, 3, H/8, W/8)
-        return torch.einsum("fchw,cd->dfhw", pooled, self.mix)[None]         # (1, 16, F, H/8, W/8)
+        pooled = torch.nn.functional.avg_pool2d(frames, self.stride)         # (F, 3, H/s, W/s)
+        return torch.einsum("fchw,cd->dfhw", pooled, self.mix)[None]         # (1, C, F, H/s, W/s)
 
 
 class StandInCLIP:
@@ -33,12 +40,12 @@ class StandInCLIP:
 
 
 class StandInCodecVAE(StandInVAE):
-    """The stand-in VAE plus a decoder: (1, 16, F, h, w) -> (1, 4(F-1)+1, 8h, 8w, 3) in 0..1."""
+    """The stand-in VAE plus a decoder: (1, C, F, h, w) -> (1, 4(F-1)+1, sh, sw, 3) in 0..1."""
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         rgb = torch.einsum("bdfhw,dc->bfhwc", latent.float(), torch.linalg.pinv(self.mix))  # (1, F, h, w, 3)
         rgb = rgb.repeat_interleave(4, dim=1)[:, 3:]                                       # 4(F-1)+1 frames
-        rgb = rgb.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)
+        rgb = rgb.repeat_interleave(self.stride, dim=2).repeat_interleave(self.stride, dim=3)
         return rgb.sigmoid()
 
 

@@ -7,10 +7,10 @@ import shutil
 import pytest
 import torch
 
-from test_comfyui_inprocess import StandInVAE, adapter_file, conditioning, output, patched_model, tiny_wan  # noqa: F401
+from test_comfyui_inprocess import (StandInVAE, adapter_file, conditioning, host_and_core_edits, output,  # noqa: F401
+                                    patched_model, tiny_wan)
 from imvideoedit_core.edit.long_video import WindowJob
-from imvideoedit_core.edit.sampling import EditRequest, SamplerConfig, SharedKeyframes, edit_latent, flow_sigmas
-from imvideoedit_core.edit.streams import TwoStreamRunner
+from imvideoedit_core.edit.sampling import SharedKeyframes
 from imvideoedit_core.io.video import read_video, write_video
 
 
@@ -85,8 +85,6 @@ def test_window_editor_keeps_pinned_frames(comfyui, tiny_wan, adapter_file):
 
 def test_shared_keyframes_match_the_core_engine(comfyui, tiny_wan, adapter_file):
     """The host's keyframe sharing (SHARED_OPTION) gives the core's edit_latent(shared=...) result."""
-    import comfy.sample
-    import comfy.samplers
     from imvideoedit_pack.nodes.host import SHARED_OPTION
     model, core = tiny_wan
     patched, _ = patched_model(comfyui, model)
@@ -95,19 +93,8 @@ def test_shared_keyframes_match_the_core_engine(comfyui, tiny_wan, adapter_file)
     sharing = patched.clone()
     sharing.model_options["transformer_options"] = {**sharing.model_options.get("transformer_options", {}),
                                                     SHARED_OPTION: shared}
-    positive, negative, ctx, neg = conditioning(comfyui, latent)
-    steps, cfg, shift, seed = 3, 2.0, 3.0, 7
-    noise = comfy.sample.prepare_noise(latent, seed)
-    out = comfy.sample.sample_custom(sharing, noise, cfg, comfy.samplers.sampler_object("euler"),
-                                     flow_sigmas(steps, shift=shift).float(), positive, negative, latent, seed=seed,
-                                     disable_pbar=True)
-    with TwoStreamRunner(core, adapter_file) as runner, torch.no_grad():
-        shared_keyframes = SharedKeyframes(model.model.process_latent_in(shared))
-        ref = edit_latent(runner, EditRequest(source=model.model.process_latent_in(latent), context=ctx,
-                                              negative_context=neg, noise=noise,
-                                              config=SamplerConfig(steps=steps, cfg=cfg, shift=shift, seed=seed),
-                                              features=[shared_keyframes])).latent
-    got = model.model.process_latent_in(out)
+    got, ref = host_and_core_edits(model, sharing, core, adapter_file, latent, *conditioning(comfyui, latent),
+                                   features=[SharedKeyframes(model.model.process_latent_in(shared))])
     torch.testing.assert_close(got, ref, atol=2e-4, rtol=1e-4)
 
 

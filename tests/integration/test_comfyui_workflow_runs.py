@@ -22,6 +22,7 @@ import pytest
 
 from comfy_standins import StandInCLIP, StandInCodecVAE
 from test_comfyui_inprocess import tiny_wan  # noqa: F401  (fixture)
+from test_comfyui_wan22 import experts, tiny_ti2v  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 FRONTEND_ONLY = {"MarkdownNote", "Note"}
@@ -41,7 +42,8 @@ class _Server:
 
 
 def _loader(real, output_type: str, value):
-    """A node with the real loader's input names (as strings: no file lists) that returns ``value``."""
+    """A node with the real loader's input names (as strings: no file lists) that returns ``value``, or
+    ``value(name)`` for the file name it is given when ``value`` is a function (a ``by_name`` lookup)."""
     names = list(real.INPUT_TYPES()["required"])
 
     class StandInLoader:
@@ -53,22 +55,32 @@ def _loader(real, output_type: str, value):
         def INPUT_TYPES(cls):
             return {"required": {name: ("STRING", {}) for name in names}}
 
-        def load(self, **_files):
-            return (value,)
+        def load(self, **files):
+            return (value(next(iter(files.values()))) if isinstance(value, by_name) else value,)
 
     return StandInLoader
 
 
+class by_name(dict):
+    """What a stand-in loader hands over per file name: the first key contained in the name wins."""
+
+    def __call__(self, name: str):
+        return next(v for k, v in self.items() if k in name)
+
+
 @pytest.fixture(scope="module")
-def executor(comfyui, tiny_wan):  # noqa: F811
+def executor(comfyui, tiny_wan, tiny_ti2v, experts):  # noqa: F811
     """ComfyUI's node registry with its built-in extra nodes, this pack, and stand-in loaders (restored after)."""
     import nodes
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     model, _ = tiny_wan
     saved = dict(nodes.NODE_CLASS_MAPPINGS)
     nodes.NODE_CLASS_MAPPINGS.update(comfyui.nodes)
-    for name, kind, value in (("UNETLoader", "MODEL", model), ("CLIPLoader", "CLIP", StandInCLIP()),
-                              ("VAELoader", "VAE", StandInCodecVAE())):
+    models = by_name({"ti2v_5B": tiny_ti2v[0], "high_noise": experts["high file"], "low_noise": experts["low file"],
+                      "": model})
+    vaes = by_name({"wan2.2_vae": StandInCodecVAE(channels=48, stride=16), "": StandInCodecVAE()})
+    for name, kind, value in (("UNETLoader", "MODEL", models), ("CLIPLoader", "CLIP", StandInCLIP()),
+                              ("VAELoader", "VAE", vaes)):
         nodes.NODE_CLASS_MAPPINGS[name] = _loader(saved[name], kind, value)
     yield nodes.NODE_CLASS_MAPPINGS
     nodes.NODE_CLASS_MAPPINGS.clear()
@@ -163,3 +175,29 @@ def test_build_pair_dataset_appends_what_train_adapter_reads(comfyui, executor):
     assert len(dataset) == 1 and dataset[0].instruction == "invert the colours"
     pair = dataset[0]
     np.testing.assert_allclose(np.asarray(pair.target), 1 - np.asarray(pair.source), atol=1 / 255 + 1e-6)
+
+
+@pytest.mark.parametrize("name", ["imvideoedit_wan22_5b_edit", "imvideoedit_wan22_5b_first_frame"])
+def test_the_wan22_5b_workflows_run_end_to_end(comfyui, executor, name):
+    """TI2V 5B (48 channels, the Wan 2.2 VAE's 16x stride: sides of 32 multiples), with and without the edited
+    first frame as the clean first frame."""
+    _write_clip(Path(comfyui.folder_paths.get_input_directory()) / "input_video.mp4", size=64)
+    history = run(name, executor, {"IMVETuneOnKeyframe": {"steps": 3}, "IMVESampler": {"steps": 2}})
+    summaries = [v for out in history["outputs"].values() for v in out.get("text", [])]
+    assert any(s.startswith("tuned a fresh adapter 3 steps") and "of 64x64" in s for s in summaries), summaries
+    videos = sorted((comfyui.base / "output" / "video").glob(f"{name}_0*.mp4"))
+    assert videos, sorted(p.name for p in (comfyui.base / "output").rglob("*"))
+    with av.open(str(videos[-1])) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height) == (64, 64)
+        assert sum(1 for _ in container.decode(stream)) == 9
+
+
+def test_the_a14b_zero_start_workflow_runs_both_experts(comfyui, executor):
+    _write_clip(Path(comfyui.folder_paths.get_input_directory()) / "input_video.mp4")
+    history = run("imvideoedit_wan22_a14b_zero_start", executor,
+                  {"IMVETuneOnKeyframe": {"steps": 2}, "IMVESampler": {"steps": 3}})
+    summaries = [v for out in history["outputs"].values() for v in out.get("text", [])]
+    assert any(s.startswith("tuned a fresh adapter 2 steps") for s in summaries), summaries
+    videos = sorted((comfyui.base / "output" / "video").glob("imvideoedit_wan22_a14b_zero_start_0*.mp4"))
+    assert videos, sorted(p.name for p in (comfyui.base / "output").rglob("*"))
