@@ -1,9 +1,14 @@
-"""Edit a held-out ToyWorld clip with the bundled models: an mp4 and a side-by-side PNG, in seconds on a CPU.
+"""Edit a held-out ToyWorld clip with the best models trained so far: an mp4 and a side-by-side PNG, in seconds.
 
-    python -m bench.toyworld.demo --out out/demo [--kind recolor|background|reshape|remove|style] [--index 0]
+    python -m bench.toyworld.demo --out out/demo [--kind recolor|background|reshape|remove|style] [--index 1]
+        [--models bench/toyworld/models]
 
-The backbone, the text encoder and the adapter in bench/toyworld/models/ were trained here (pretrain.py,
-train_adapter.py); no network is used. The clip comes from the evaluation split, so the models never saw it.
+The default models are the codec backbone of issue 18 (``runs/pretrain_codec``: a learned codec standing in for
+Wan's VAE, the backbone trained in its latent space, the adapter trained on image pairs only); ``--models
+bench/toyworld/models`` runs the older pixel-space models. Everything was trained here; no network is used. The
+clip comes from the evaluation split, so the models never saw it. The default clip is one that the adapter edits
+successfully; the summary also prints how often edits of that kind succeed over the stored evaluation's clips, so
+the one clip is not taken for the rate.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from imvideoedit_core.io.video import write_video
 
 from . import judge, world
 from .evaluate import EvalConfig, edit_success, eval_examples, gate_heat_map, make_batch, run_adapter, write_sheet
-from .models import ADAPTER_FILE, MODELS_DIR, load_models
+from .models import ADAPTER_FILE, load_models
 
-REFERENCE = MODELS_DIR / "demo_reference.json"
+DEMO_MODELS = Path(__file__).resolve().parent / "runs" / "pretrain_codec"
+REFERENCE = DEMO_MODELS / "demo_reference.json"
+DEFAULT_KIND, DEFAULT_INDEX = "recolor", 1  # "make the circle cyan": a held-out clip this adapter edits well
 
 
 def frames_digest(frames: torch.Tensor) -> str:
@@ -31,7 +38,19 @@ def frames_digest(frames: torch.Tensor) -> str:
     return hashlib.sha256((frames.clamp(0, 1) * 255).round().to(torch.uint8).numpy().tobytes()).hexdigest()
 
 
-def run(out: Path, *, kind: str = "recolor", index: int = 0, models_dir: Path = MODELS_DIR) -> dict:
+def kind_success_rate(models_dir: Path, kind: str) -> dict | None:
+    """The stored evaluation's success of the adapter ("ours") on edits of ``kind``, if the folder has one."""
+    path = models_dir / "evaluation.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    per_kind = data.get("systems", {}).get("ours", {}).get(kind)
+    if per_kind is None:
+        return None
+    return {"success": per_kind["success"], "clips": data["config"]["per_kind"]}
+
+
+def run(out: Path, *, kind: str = DEFAULT_KIND, index: int = DEFAULT_INDEX, models_dir: Path = DEMO_MODELS) -> dict:
     models = load_models(models_dir)
     adapter = load_adapter(models_dir / ADAPTER_FILE, backbone=models.backbone.config)
     cfg = EvalConfig(per_kind=index + 1)
@@ -46,25 +65,29 @@ def run(out: Path, *, kind: str = "recolor", index: int = 0, models_dir: Path = 
     return {"instruction": example.instruction, "source_caption": example.source_caption,
             "mp4": str(out / "edited.mp4"), "codec": video.codec, "png": str(out / "side_by_side.png"),
             "success": edit_success(frames, example), "judge": judge.judge_edit(frames, example).as_dict(),
-            "digest": frames_digest(frames)}
+            "kind_success_in_evaluation": kind_success_rate(models_dir, kind), "digest": frames_digest(frames)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
-    parser.add_argument("--kind", choices=world.EDIT_KINDS, default="recolor")
-    parser.add_argument("--index", type=int, default=0, help="which held-out clip of that kind")
+    parser.add_argument("--kind", choices=world.EDIT_KINDS, default=DEFAULT_KIND)
+    parser.add_argument("--index", type=int, default=DEFAULT_INDEX, help="which held-out clip of that kind")
+    parser.add_argument("--models", type=Path, default=DEMO_MODELS,
+                        help="a ToyWorld model folder (default: the codec backbone; bench/toyworld/models: the "
+                             "older pixel-space models)")
     parser.add_argument("--write-reference", action="store_true",
                         help="store the output digest that tests/test_toyworld_models.py checks")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one thread: the output is bit-for-bit reproducible
     start = time.perf_counter()
-    summary = run(args.out, kind=args.kind, index=args.index)
+    summary = run(args.out, kind=args.kind, index=args.index, models_dir=args.models)
     summary["seconds"] = round(time.perf_counter() - start, 2)
-    if args.write_reference:
+    if args.write_reference and args.models == DEMO_MODELS:
         REFERENCE.write_text(json.dumps({"kind": args.kind, "index": args.index,
                                          "digest": summary["digest"]}, indent=1) + "\n")
-    print("rows of side_by_side.png: source, edited, ground truth, gate (where the edit happens)")
+    print("rows of side_by_side.png: source, edited, ground truth, gate (the adapter's mix of edit and source: "
+          "bright = generated, dark = kept from the source)")
     print(json.dumps(summary))
 
 
