@@ -124,13 +124,13 @@ class TuneOnKeyframe(io.ComfyNode):
     def _tune(cls, model, holder: AdapterHolder, vae, clip, source, edited, instruction: str,
               config: KeyframeTuning, video_size) -> TuneResult:
         encoders = ComfyEncoders(model, vae, clip)
-        bar = comfy.utils.ProgressBar(config.steps)
+        bar = comfy.utils.ProgressBar(config.low_res_steps + config.steps)
         try:
             return tune_on_keyframe(lambda tuned: ComfyAdaptedModel(model, tuned), holder.adapter, source=source,
                                     edited=edited, instruction=instruction,
                                     encode_images=encoders.images, encode_text=encoders.text, config=config,
-                                    video_size=video_size,
-                                    callback=lambda p: bar.update_absolute(p.step, config.steps),
+                                    video_size=video_size, multiple=encoders.multiple,
+                                    callback=lambda p: bar.update_absolute(p.step, p.total),
                                     cancel=comfy.model_management.processing_interrupted)
         except TrainingCancelled:
             comfy.model_management.throw_exception_if_processing_interrupted()

@@ -261,3 +261,30 @@ def test_untuned_copy_start_is_closer_to_the_source_than_the_zero_start():
                          clip.source_frames) for name, start in (("zero", zero_start_adapter),
                                                                  ("copy", copy_start_adapter))}
     assert scores["copy"] > scores["zero"] + 0.5, scores
+
+
+def test_low_resolution_steps_come_first_and_cost_their_share_of_pixels(tiny_backbone, trained_adapter):
+    """low_res_steps at half the size, then steps at full size: the same adapter (shapes, one copy trained
+    through both phases), the compute counted in full-size-step equivalents; no low phase is the plain recipe."""
+    sizes = []
+
+    def encode(images):
+        sizes.append(tuple(images.shape[-2:]))
+        return CODEC.encode_images(images)
+    source, edited = keyframes()
+    config = KeyframeTuning(steps=3, lr=3e-3, batch_size=2, variants=8, low_res_steps=4, low_res_scale=0.5)
+    result = tune_on_keyframe(partial(TwoStreamRunner, tiny_backbone), trained_adapter, source=source,
+                              edited=edited, instruction=INSTRUCTION, encode_images=encode, encode_text=TEXT,
+                              config=config)
+    assert result.steps_done == 7 and len(result.losses) == 7
+    assert result.full_steps_equivalent == pytest.approx(3 + 4 * 0.25)
+    assert set(sizes) == {(16, 16), (32, 32)} and sizes.index((32, 32)) > sizes.index((16, 16))
+    assert {k: v.shape for k, v in result.adapter.state_dict().items()} == \
+        {k: v.shape for k, v in trained_adapter.state_dict().items()}
+    plain = tune(tiny_backbone, trained_adapter, config=KeyframeTuning(steps=3, lr=3e-3, batch_size=2, variants=8))
+    same = tune(tiny_backbone, trained_adapter, config=KeyframeTuning(steps=3, lr=3e-3, batch_size=2, variants=8,
+                                                                      low_res_steps=0))
+    assert plain.full_steps_equivalent == 3 and plain.losses == same.losses
+    assert result.losses[4:] != plain.losses  # the full-size phase starts from the low-resolution weights
+    with pytest.raises(ValueError, match="low_res_scale in"):
+        KeyframeTuning(low_res_steps=10, low_res_scale=1.5)

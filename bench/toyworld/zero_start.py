@@ -13,8 +13,9 @@ PSNR against the exact ground truth; 20 Euler steps, cfg 3, as the main evaluati
 Starts (issue 20): "trained" (the shipped adapter), "zero" (a fresh adapter, update at zero: plain text to video),
 "copy" (``copy_start_adapter``: a fresh adapter whose update already pulls each target token towards the source
 token at its position). ``copy_share`` mixes copy pairs of the clip's own source frames (empty instruction) into
-the tuning pairs. Compute is counted in full-size-step equivalents (every step here is one full-size step of
-batch 4), ``full_steps_equivalent`` in results.json.
+the tuning pairs. Compute is counted in full-size-step equivalents (a step at full size and batch 4 is one; a
+step at half size first, issue 20's cheaper steps, counts its share of the pixels), ``full_steps_equivalent`` in
+results.json.
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ import numpy as np
 import torch
 
 from imvideoedit_core.model.adapter_file import load_adapter
-from imvideoedit_core.train.keyframe_tuning import (TRAINED_START, ZERO_START, KeyframePairs, KeyframeTuning,
-                                                    copy_adapter, copy_start_adapter, zero_start_adapter)
+from imvideoedit_core.train.keyframe_tuning import (TRAINED_START, ZERO_START, KeyframeTuning, copy_adapter,
+                                                    copy_start_adapter, tune_on_keyframe, zero_start_adapter)
 from imvideoedit_core.edit.streams import TwoStreamRunner
-from imvideoedit_core.train.trainer import EncodedPairs, train_adapter
 
 from bench.metrics import psnr
 
@@ -52,6 +52,7 @@ class Recipe:
     checkpoints: tuple[int, ...]     # steps at which the adapter is snapshotted and scored; the last ends the run
     keyframes: tuple[int, ...] = (0,)
     copy_share: float = 0.0          # share of copy pairs (the clip's source frames, empty instruction)
+    low_res_steps: int = 0           # steps at half size first; ``checkpoints`` then count the full-size steps
 
 
 RECIPES = (
@@ -66,6 +67,10 @@ RECIPES = (
     Recipe("zero, 1 keyframe + half copy pairs, lr 1e-3", "zero", ZERO_START.lr, (100, 300, 600), copy_share=0.5),
     Recipe("copy start, 1 keyframe + half copy pairs, lr 1e-3", "copy", ZERO_START.lr, (100, 300, 600),
            copy_share=0.5),
+    Recipe("copy start, 800 steps at half size, then full size", "copy", ZERO_START.lr, (0, 100, 300),
+           low_res_steps=800),
+    Recipe("copy start, 2000 steps at half size, then full size", "copy", ZERO_START.lr, (0, 100, 300),
+           low_res_steps=2000),
 )
 
 
@@ -75,30 +80,41 @@ def frames(example: Example, index: tuple[int, ...]) -> Example:
                    edit_mask=example.edit_mask[pick])
 
 
-def tune_snapshots(models: ToyModels, start, example: Example, recipe: Recipe) -> tuple[dict[int, object], float]:
-    """The tuned adapter at each checkpoint, and the tuning's wall-clock seconds (snapshots excluded).
+@dataclass
+class TunedSnapshots:
+    adapters: dict[int, object]
+    seconds: float
+    full_steps_equivalent: dict[int, float]
 
-    The same pieces as ``tune_on_keyframe`` (keyframe pairs, encoded pairs, the one training loop), with the
-    tuned copy kept in hand so that it can be snapshotted between steps."""
+
+def tune_snapshots(models: ToyModels, start, example: Example, recipe: Recipe) -> TunedSnapshots:
+    """The tuned adapter at each checkpoint (full-size steps after the low-resolution ones), the compute at each
+    in full-size-step equivalents, and the tuning's wall-clock seconds (snapshots excluded). Tuning is
+    ``tune_on_keyframe`` itself; the tuned copy is caught where it is bound to the backbone."""
     keys = list(recipe.keyframes)
-    tuning = KeyframeTuning(steps=max(recipe.checkpoints), lr=recipe.lr, copy_share=recipe.copy_share)
-    pairs = KeyframePairs(example.source_frames[keys], example.target_frames[keys], example.instruction,
-                          count=tuning.variants, limits=tuning.limits, seed=tuning.seed,
-                          copies=example.source_frames, copy_count=tuning.copy_count)
-    tuned = copy_adapter(start)
-    data = EncodedPairs(pairs, encode_images=models.codec.encode_images, encode_text=models.text_encoder,
-                        batch_size=tuning.batch_size, seed=tuning.seed)
-    snapshots, spent = {}, [0.0]
+    tuning = KeyframeTuning(steps=max(recipe.checkpoints), lr=recipe.lr, copy_share=recipe.copy_share,
+                            low_res_steps=recipe.low_res_steps)
+    bound, snapshots, spent = [], {}, [0.0]
+
+    def bind(tuned):
+        bound.append(tuned)
+        return TwoStreamRunner(models.backbone, tuned)
 
     def keep(progress) -> None:
-        if progress.step in recipe.checkpoints:
+        full_steps = progress.step - recipe.low_res_steps
+        if full_steps in recipe.checkpoints and full_steps not in snapshots:
             begin = time.perf_counter()
-            snapshots[progress.step] = copy_adapter(tuned).requires_grad_(False).eval()
+            snapshots[full_steps] = copy_adapter(bound[0]).requires_grad_(False).eval()
             spent[0] += time.perf_counter() - begin
 
     begin = time.perf_counter()
-    train_adapter(TwoStreamRunner(models.backbone, tuned), data, tuning.train_config(), callback=keep)
-    return snapshots, time.perf_counter() - begin - spent[0]
+    result = tune_on_keyframe(bind, start, source=example.source_frames[keys], edited=example.target_frames[keys],
+                              instruction=example.instruction, encode_images=models.codec.encode_images,
+                              encode_text=models.text_encoder, config=tuning, clip_frames=example.source_frames,
+                              callback=keep)
+    low_share = (result.full_steps_equivalent - tuning.steps) / max(recipe.low_res_steps, 1)  # a low step's cost
+    return TunedSnapshots(adapters=snapshots, seconds=time.perf_counter() - begin - spent[0],
+                          full_steps_equivalent={s: recipe.low_res_steps * low_share + s for s in snapshots})
 
 
 def measure(*, per_kind: int, recipes: tuple[Recipe, ...], cfg: EvalConfig) -> dict:
@@ -109,6 +125,7 @@ def measure(*, per_kind: int, recipes: tuple[Recipe, ...], cfg: EvalConfig) -> d
     clips = [e for kind in (*NOVEL_KINDS, KNOWN_KIND) for e in examples(kind, count=per_kind, frames=cfg.frames)]
     by_step: dict[str, dict[int, list[float]]] = {r.name: {s: [] for s in r.checkpoints} for r in recipes}
     seconds: dict[str, list[float]] = {r.name: [] for r in recipes}
+    equivalents: dict[str, dict[int, float]] = {}
     untuned: dict[str, dict[str, list[float]]] = {name: {"target": [], "source": []} for name in starts}
     start = time.perf_counter()
     for example in clips:
@@ -118,9 +135,10 @@ def measure(*, per_kind: int, recipes: tuple[Recipe, ...], cfg: EvalConfig) -> d
             untuned[name]["target"].append(score(video, scored)["psnr_target"])
             untuned[name]["source"].append(psnr(video, scored.source_frames))
         for recipe in recipes:
-            snapshots, spent = tune_snapshots(models, starts[recipe.start], example, recipe)
-            seconds[recipe.name].append(spent)
-            for step, adapter in snapshots.items():
+            tuned = tune_snapshots(models, starts[recipe.start], example, recipe)
+            seconds[recipe.name].append(tuned.seconds)
+            equivalents[recipe.name] = tuned.full_steps_equivalent
+            for step, adapter in tuned.adapters.items():
                 video = edit_video(models, adapter, example, cfg, pin_first=False)
                 by_step[recipe.name][step].append(score(video[list(SCORED_FRAMES)], scored)["psnr_target"])
         print(f"{example.kind}: done ({time.perf_counter() - start:.0f} s)", flush=True)
@@ -129,17 +147,17 @@ def measure(*, per_kind: int, recipes: tuple[Recipe, ...], cfg: EvalConfig) -> d
             "untuned_trained_psnr": float(np.mean(untuned["trained"]["target"])),
             "untuned": {name: {f"psnr_{k}": float(np.mean(v)) for k, v in u.items()} for name, u in untuned.items()},
             "recipes": [{"name": r.name, "start": r.start, "lr": r.lr, "keyframes": list(r.keyframes),
-                         "copy_share": r.copy_share,
+                         "copy_share": r.copy_share, "low_res_steps": r.low_res_steps,
                          "psnr_by_steps": {str(s): float(np.mean(v)) for s, v in by_step[r.name].items()},
                          "psnr_by_steps_per_clip": {str(s): v for s, v in by_step[r.name].items()},
-                         "full_steps_equivalent": {str(s): s for s in r.checkpoints},  # batch 4, full size
+                         "full_steps_equivalent": {str(s): equivalents[r.name][s] for s in r.checkpoints},
                          "tuning_seconds_mean": float(np.mean(seconds[r.name]))} for r in recipes],
             "seconds": round(time.perf_counter() - start, 1)}
 
 
 def markdown(results: dict, *, command: str) -> str:
     rows = [[r["name"], *(r["psnr_by_steps"].get(str(s)) for s in (100, 300, 600, 1000, 1500)),
-             round(r["tuning_seconds_mean"], 1)] for r in results["recipes"]]
+             round(r["tuning_seconds_mean"], 1)] for r in results["recipes"] if not r.get("low_res_steps")]
     table = markdown_rows(["recipe", "100 steps", "300", "600", "1000", "1500", "tuning s (last step)"], rows)
     return "\n".join([
         "## Zero start: keyframe tuning without a trained adapter", "",
@@ -152,8 +170,21 @@ def markdown(results: dict, *, command: str) -> str:
         "`copy_start_adapter` (position-only attention, an update that pulls each target token towards its source "
         "token, the gate nearly closed); 'copy pairs' mixes pairs of the clip's own source frames (source = target, "
         "empty instruction) into the tuning pairs. Every step is one full-size step of batch 4, so the steps are also "
-        "the compute in full-size-step equivalents.", "", table, "", *untuned_rows(results),
+        "the compute in full-size-step equivalents.", "", table, "", *low_res_rows(results),
+        *untuned_rows(results),
         f"`{command}` ({results['seconds']:.0f} s wall-clock). " + reading(results)])
+
+
+def low_res_rows(results: dict) -> list[str]:
+    """Recipes that tune at half size first: PSNR and compute (full-size-step equivalents) at each checkpoint."""
+    rows = [[r["name"], int(s), round(r["full_steps_equivalent"][s], 1), v, round(r["tuning_seconds_mean"], 1)]
+            for r in results["recipes"] if r.get("low_res_steps") for s, v in r["psnr_by_steps"].items()]
+    if not rows:
+        return []
+    return ["Tuning at half size first (keyframes scaled to 16x16, then full-size steps; a half-size step counts "
+            "as the share of pixels it sees):", "",
+            markdown_rows(["recipe", "full-size steps after", "full-step equivalents", "PSNR", "tuning s (all)"],
+                          rows), ""]
 
 
 def untuned_rows(results: dict) -> list[str]:
@@ -203,7 +234,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.quick:
-        recipes = tuple(replace(r, checkpoints=(2, 4) if len(r.checkpoints) > 1 else (4,)) for r in RECIPES)
+        recipes = tuple(replace(r, checkpoints=(2, 4) if len(r.checkpoints) > 1 else (4,),
+                                low_res_steps=min(r.low_res_steps, 2)) for r in RECIPES)
         print(measure(per_kind=1, recipes=recipes, cfg=EvalConfig(steps=2)))
         return
     old = stored_results() if args.missing else None

@@ -9,7 +9,7 @@ copy then edits the whole clip like any adapter; the base adapter is never modif
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -202,10 +202,17 @@ class KeyframeTuning:
     gradient_checkpointing: bool = False  # recompute the frozen blocks in backward (less memory)
     copy_share: float = 0.0       # share of the pairs that are copy pairs of the clip's frames (KeyframePairs)
     sigma_range: tuple[float, float] = (0.0, 1.0)  # the noise levels tuned on (an A14B expert's own range)
+    # cheaper steps first: this many steps on the keyframes scaled by ``low_res_scale`` (sides rounded to the size
+    # multiple; PU-SDA's 2D rotary positions fix no size), then ``steps`` at full size
+    low_res_steps: int = 0
+    low_res_scale: float = 0.5
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.low_res_steps < 0 or not 0 < self.low_res_scale < 1:
+            raise ValueError(f"low_res_steps must be >= 0 and low_res_scale in (0, 1), got {self.low_res_steps} "
+                             f"and {self.low_res_scale}")
         if not 0 <= self.copy_share < 1:
             raise ValueError(f"copy_share must be in [0, 1), got {self.copy_share}")
         if self.batch_size < 1 or self.variants < self.batch_size:
@@ -217,9 +224,9 @@ class KeyframeTuning:
         """Copy pairs added to the ``variants`` keyframe pairs so that they make ``copy_share`` of the whole."""
         return round(self.variants * self.copy_share / (1 - self.copy_share))
 
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
-                           context_dropout=self.context_dropout, seed=self.seed,
+    def train_config(self, *, steps: int | None = None, seed_offset: int = 0) -> TrainConfig:
+        return TrainConfig(steps=self.steps if steps is None else steps, batch_size=self.batch_size, lr=self.lr,
+                           context_dropout=self.context_dropout, seed=self.seed + seed_offset,
                            gradient_checkpointing=self.gradient_checkpointing, sigma_range=self.sigma_range)
 
 
@@ -294,8 +301,9 @@ def copy_start_adapter(backbone: BackboneConfig, *, seed: int = 0, start: CopySt
 @dataclass
 class TuneResult:
     adapter: ImVideoEditAdapter   # the tuned copy (eval mode, no gradients)
-    losses: list[float]           # one per step
+    losses: list[float]           # one per step (low-resolution steps first)
     steps_done: int
+    full_steps_equivalent: float = 0.0  # the compute in full-size steps: a low-resolution step counts its pixels
 
 
 def copy_adapter(adapter: ImVideoEditAdapter, *, device=None) -> ImVideoEditAdapter:
@@ -312,7 +320,7 @@ def tune_on_keyframe(bind: Callable[[ImVideoEditAdapter], AdaptedModel], adapter
                      encode_images: Callable[[torch.Tensor], torch.Tensor],
                      encode_text: Callable[[list[str]], torch.Tensor], config: KeyframeTuning = KeyframeTuning(),
                      video_size: tuple[int, int] | None = None, clip_frames: torch.Tensor | None = None,
-                     callback: Callable[[TrainProgress], None] | None = None,
+                     multiple: int = SIZE_MULTIPLE, callback: Callable[[TrainProgress], None] | None = None,
                      cancel: Callable[[], bool] | None = None) -> TuneResult:
     """Fine-tune a copy of ``adapter`` on keyframe pairs (one [H, W, 3] or K [K, H, W, 3], in 0..1, e.g. the
     first, middle and last frame each edited); ``adapter`` is untouched.
@@ -321,17 +329,47 @@ def tune_on_keyframe(bind: Callable[[ImVideoEditAdapter], AdaptedModel], adapter
     for the core's own backbone, or ComfyUI's loaded MODEL (``nodes/host.py``).
     ``encode_images``: (B, 3, H, W) -> (B, C, 1, h, w) latents; ``encode_text``: list of B strings -> contexts.
     ``video_size`` (height, width), if given, must be the keyframes' size. ``clip_frames`` [N, H, W, 3]: the
-    source clip's frames for the copy pairs of ``config.copy_share`` (default: the source keyframes). Raises
-    ``TrainingCancelled`` if ``cancel`` says so between steps.
+    source clip's frames for the copy pairs of ``config.copy_share`` (default: the source keyframes).
+    ``multiple``: what the sides must be a multiple of (16: the Wan 2.1 VAE, 32: Wan 2.2's), also for the
+    low-resolution phase (``config.low_res_steps`` at ``config.low_res_scale``, then ``config.steps`` at full
+    size; the result counts both in full-size-step equivalents). Raises ``TrainingCancelled`` if ``cancel`` says
+    so between steps.
     """
-    check_keyframes(source, edited, video_size=video_size)
-    pairs = KeyframePairs(source, edited, instruction, count=config.variants,
-                          limits=config.limits if config.augment else None, seed=config.seed,
-                          copies=source if clip_frames is None else clip_frames, copy_count=config.copy_count)
+    check_keyframes(source, edited, video_size=video_size, multiple=multiple)
+    clip = source if clip_frames is None else clip_frames
     tuned = copy_adapter(adapter)
     model = bind(tuned)
     tuned.to(model.device)
-    data = EncodedPairs(pairs, encode_images=encode_images, encode_text=encode_text, batch_size=config.batch_size,
-                        seed=config.seed, device=model.device)
-    result: TrainResult = train_adapter(model, data, config.train_config(), callback=callback, cancel=cancel)
-    return TuneResult(adapter=tuned.requires_grad_(False).eval(), losses=result.losses, steps_done=result.steps_done)
+    full = tuple(as_keyframes(source, "source keyframe").shape[1:3])
+    phases = [(config.low_res_steps, scaled_size(full, config.low_res_scale, multiple)), (config.steps, full)]
+    losses, done, equivalent = [], 0, 0.0
+    for index, (steps, size) in enumerate(p for p in phases if p[0] > 0):
+        pairs = KeyframePairs(*(resize_frames(x, size) for x in (source, edited)), instruction,
+                              count=config.variants, limits=config.limits if config.augment else None,
+                              seed=config.seed, copies=resize_frames(clip, size), copy_count=config.copy_count)
+        data = EncodedPairs(pairs, encode_images=encode_images, encode_text=encode_text,
+                            batch_size=config.batch_size, seed=config.seed + index, device=model.device)
+        offset = done
+        result: TrainResult = train_adapter(
+            model, data, config.train_config(steps=steps, seed_offset=index), cancel=cancel,
+            callback=None if callback is None else lambda p: callback(replace(
+                p, step=p.step + offset, total=config.low_res_steps + config.steps)))
+        losses += result.losses
+        done += result.steps_done
+        equivalent += result.steps_done * (size[0] * size[1]) / (full[0] * full[1])
+    return TuneResult(adapter=tuned.requires_grad_(False).eval(), losses=losses, steps_done=done,
+                      full_steps_equivalent=equivalent)
+
+
+def scaled_size(size: tuple[int, int], scale: float, multiple: int) -> tuple[int, int]:
+    """(height, width) scaled by ``scale``, each side rounded to a multiple of ``multiple`` (at least one)."""
+    return tuple(max(multiple, round(side * scale / multiple) * multiple) for side in size)
+
+
+def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[H, W, 3] or [K, H, W, 3] in 0..1 -> [K, h, w, 3] at ``size`` (bilinear, antialiased); as is if it fits."""
+    frames = as_keyframes(frames, "frames").float()
+    if tuple(frames.shape[1:3]) == tuple(size):
+        return frames
+    return F.interpolate(frames.movedim(-1, 1), size=tuple(size), mode="bilinear", align_corners=False,
+                         antialias=True).movedim(1, -1).clamp(0, 1)
