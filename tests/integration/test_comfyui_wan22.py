@@ -281,3 +281,28 @@ def test_tuning_an_expert_trains_on_its_own_noise_levels(comfyui, experts, monke
         apply_to = output(comfyui.nodes["IMVEApplyAdapter"].execute(model=experts[expert], adapter=tuned,
                                                                   strength=1.0, source_cache="device"))[0]
         assert host.find_wrapper(apply_to).holder.info.backbone_config.expert == expert
+
+
+def test_training_an_expert_writes_its_expert_and_draws_its_noise_levels(comfyui, experts, monkeypatch):
+    from imvideoedit_pack.imvideoedit_core.model.adapter_file import read_adapter_info
+    from imvideoedit_pack.nodes import host
+    seen = []
+    velocity = host.ComfyAdaptedModel.velocity
+
+    def spy(self, x, t, *args, **kwargs):
+        seen.append(t.detach().clone())
+        return velocity(self, x, t, *args, **kwargs)
+    monkeypatch.setattr(host.ComfyAdaptedModel, "velocity", spy)
+    sources = torch.zeros(4, 32, 32, 3)
+    sources[:, 8:24, 8:24] = 0.5
+    targets = sources.clone()
+    targets[:, 8:24, 8:24, 0] = 1.0
+    holder, summary = output(comfyui.nodes["IMVETrainAdapter"].execute(
+        model=experts["low"], vae=StandInVAE(), clip=StandInCLIP(), pairs_folder="unused",
+        adapter_name="a14b_low_trained", steps=3, learning_rate=1e-3, batch_size=2, width=0, height=0,
+        resize_policy="error", save_every=3, seed=0, resume=False, source_images=sources, target_images=targets,
+        instructions="make the square red"))
+    assert "3 steps on 4 pairs" in summary
+    info = read_adapter_info(comfyui.base / "models" / "imvideoedit" / "a14b_low_trained.safetensors")
+    assert (info.backbone_config.family, info.backbone_config.expert) == (WAN22_A14B_FAMILY, "low")
+    assert seen and all((t < 875).all() for t in seen)
