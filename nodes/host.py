@@ -266,6 +266,7 @@ class SourceStreamWrapper:
             raise ValueError(f"the source latent {tuple(source.shape)} does not match the latent being sampled "
                              f"{tuple(x.shape)}: feed the LATENT from IMVE Edit Conditioning to the sampler")
         self._new_run(transformer_options)
+        timestep = whole_frame_timesteps(timestep, transformer_options.get("sigmas"))
         cache = self._source_cache(executor, source, context, clip_fea, time_dim_concat, transformer_options, kwargs)
         training: TrainingForward | None = transformer_options.get(TRAINING_OPTION)
         call = AdaptedCall(self.holder.adapter, token_grid(x.shape, self.patch_size), cache,
@@ -299,6 +300,20 @@ class SourceStreamWrapper:
             anchor = getattr(window, "causal_anchor_index", None)
             frames = ([anchor] if anchor is not None and anchor >= 0 else []) + list(window.index_list)
         self.gates.add(torch.cat(conditional).mean(0, keepdim=True).cpu(), frames)
+
+
+FLOW_TIMESTEPS = 1000.0  # Wan's flow models: timestep = 1000 * sigma (ComfyUI's ModelSamplingDiscreteFlow)
+
+
+def whole_frame_timesteps(timestep: torch.Tensor, sigmas: torch.Tensor | None) -> torch.Tensor:
+    """ComfyUI's WAN22 (TI2V 5B) gives each latent frame the sampling timestep scaled by the share of the frame
+    being denoised (the noise mask's mean over it): right for whole frames (the clean first frame at 0), wrong for a
+    spatial edit mask, which would lower a partly edited frame's timestep. Frames with anything to denoise get the
+    sampling timestep back; frames kept whole stay at 0. timestep (B,) or (B, F); sigmas (B,)."""
+    if timestep.ndim != 2 or sigmas is None:
+        return timestep
+    full = (sigmas.reshape(-1)[: timestep.shape[0]] * FLOW_TIMESTEPS).to(timestep)           # (B,)
+    return torch.where(timestep > 0, full[:, None].expand_as(timestep), timestep)
 
 
 class RunEnd:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -16,7 +17,7 @@ from ..imvideoedit_core.edit.long_video import EditWindowFn, WindowConfig, Windo
 from ..imvideoedit_core.io.video import ReadOptions
 from .catalog import CATEGORY, NODE_IDS
 from .edit_nodes import SOLVERS, model_with_shift, with_source
-from .host import SHARED_OPTION, find_wrapper
+from .host import SHARED_OPTION, find_wrapper, vae_size_multiple
 from .video_nodes import input_videos
 
 SHARING = {"off": (False, False), "attention": (True, False), "adapter": (False, True),
@@ -24,7 +25,7 @@ SHARING = {"off": (False, False), "attention": (True, False), "adapter": (False,
 
 
 class VaeCodec:
-    """ComfyUI's VAE as the core's frame codec: [T, H, W, 3] <-> (1, 16, T', h, w)."""
+    """ComfyUI's VAE as the core's frame codec: [T, H, W, 3] <-> (1, C, T', h, w)."""
 
     def __init__(self, vae):
         self.vae = vae
@@ -35,6 +36,12 @@ class VaeCodec:
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         images = self.vae.decode(latent)
         return images.reshape(-1, *images.shape[-3:]).float().cpu()   # (T, H, W, 3)
+
+
+def frame_multiple(requested: int, vae_multiple: int) -> int:
+    """The multiple the frames are scaled to: the requested one raised to the least common multiple with what the
+    VAE needs (16 for Wan 2.1's, 32 for Wan 2.2's), so 16 with a Wan 2.2 VAE becomes 32; 0 (keep the size) stays."""
+    return math.lcm(requested, vae_multiple) if requested else 0
 
 
 def temporal_stride(vae) -> int:
@@ -78,7 +85,7 @@ class LongVideoEdit(io.ComfyNode):
                         "shared with every window, to keep the edit the same from window to window.",
             is_output_node=True,
             inputs=[io.Model.Input("model", tooltip="The MODEL from IMVE Apply Adapter"),
-                    io.Vae.Input("vae", tooltip="The Wan 2.1 VAE (Load VAE)"),
+                    io.Vae.Input("vae", tooltip="The model's VAE (Load VAE): Wan 2.1's, or Wan 2.2's for TI2V 5B"),
                     io.Conditioning.Input("positive", tooltip="The instruction (CLIP Text Encode), e.g. 'make the "
                                                               "car red'; no Edit Conditioning needed"),
                     io.Conditioning.Input("negative", tooltip="The negative prompt (may be empty)"),
@@ -111,7 +118,8 @@ class LongVideoEdit(io.ComfyNode):
                     io.Int.Input("max_frames", default=0, min=0, max=1000000,
                                  tooltip="Edit only the first this many frames; 0 = the whole video"),
                     io.Int.Input("resize_to_multiple", default=16, min=0, max=128,
-                                 tooltip="Scale each side to the nearest multiple of this (16 for Wan)")],
+                                 tooltip="Scale each side to the nearest multiple of this (16 for Wan; raised to 32 "
+                                         "with the Wan 2.2 VAE)")],
             outputs=[io.String.Output(display_name="path", tooltip="The written mp4"),
                      io.String.Output(display_name="info"),
                      io.Video.Output(display_name="video", tooltip="The written H.264 mp4 as a VIDEO (for Save "
@@ -135,11 +143,12 @@ class LongVideoEdit(io.ComfyNode):
 
         edit = comfy_window_editor(model, positive, negative, seed=seed, steps=steps, cfg=cfg, shift=shift,
                                    solver=solver)
+        multiple = frame_multiple(resize_to_multiple, vae_size_multiple(vae))
         result = edit_video_file(source, output, codec=VaeCodec(vae), edit=edit, config=config,
-                                 options=ReadOptions(max_frames=max_frames or None,
-                                                     resize_to_multiple=resize_to_multiple),
+                                 options=ReadOptions(max_frames=max_frames or None, resize_to_multiple=multiple),
                                  stride=temporal_stride(vae), on_window=on_window)
         info = (f"{os.path.basename(output)}: {result.frames} frames in {result.windows} windows"
+                + (f", sides scaled to multiples of {multiple} (the VAE's)" if multiple != resize_to_multiple else "")
                 + (f", {result.dropped} trailing frames dropped (1 + 4n rule)" if result.dropped else "")
                 + f", codec {result.codec}, at most {result.peak_frames_held} frames held")
         preview = ui.PreviewVideo([ui.SavedResult(os.path.basename(output), subfolder, io.FolderType.output)])

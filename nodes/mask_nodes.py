@@ -13,10 +13,11 @@ import torch
 
 from comfy_api.latest import io
 
-from ..imvideoedit_core.model.wan_strides import VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE
+from ..imvideoedit_core.model.wan_strides import VAE_TEMPORAL_STRIDE
 from ..imvideoedit_core.edit.masks import BOUNDARIES, MaskBoundary, binary, edit_weight, latent_mask, step_index
 from .catalog import CATEGORY, NODE_IDS
 from .edit_nodes import source_samples
+from .host import latent_spatial_stride
 
 
 
@@ -61,7 +62,7 @@ class EditMask(io.ComfyNode):
                                            "that narrows over the steps, for a seamless boundary"),
                     io.Int.Input("band_width", default=32, min=0, max=512, step=8,
                                  tooltip="progressive: how far (pixels) the edit may spill past the mask at the "
-                                         "first step; 8 pixels = one latent pixel")],
+                                         "first step; one latent pixel is 8 pixels (16 with the Wan 2.2 VAE)")],
             outputs=[io.Model.Output(display_name="model"),
                      io.Latent.Output(display_name="latent", tooltip="The source LATENT with its noise_mask set")])
 
@@ -69,8 +70,9 @@ class EditMask(io.ComfyNode):
     def execute(cls, model, latent: dict, mask: torch.Tensor, boundary: str, band_width: int) -> io.NodeOutput:
         samples = source_samples(latent)
         _, _, frames, h, w = samples.shape
+        stride = latent_spatial_stride(model)  # 8: the Wan 2.1 VAE; 16: Wan 2.2's (TI2V 5B)
         grid = latent_mask(mask.detach().float().cpu(), frames=VAE_TEMPORAL_STRIDE * (frames - 1) + 1,
-                           height=h * VAE_SPATIAL_STRIDE, width=w * VAE_SPATIAL_STRIDE,
-                           temporal_stride=VAE_TEMPORAL_STRIDE, spatial_stride=VAE_SPATIAL_STRIDE)
-        band = MaskBoundary(kind=boundary, band=band_width / VAE_SPATIAL_STRIDE)
+                           height=h * stride, width=w * stride,
+                           temporal_stride=VAE_TEMPORAL_STRIDE, spatial_stride=stride)
+        band = MaskBoundary(kind=boundary, band=band_width / stride)
         return io.NodeOutput(with_boundary(model, band), {**latent, "noise_mask": binary(grid)})

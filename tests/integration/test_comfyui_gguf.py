@@ -123,3 +123,27 @@ def test_tune_on_keyframe_trains_the_adapter_through_a_gguf_model(comfyui, gguf_
     moved = [k for k, v in tuned.adapter.state_dict().items() if not torch.equal(v, fresh.adapter.state_dict()[k])]
     assert moved  # the adapter learned
     assert torch.equal(weight, before) and not weight.requires_grad
+
+
+def test_train_adapter_and_the_sampler_node_run_on_a_gguf_model(comfyui, gguf_wan):
+    from imvideoedit_pack.nodes.edit_nodes import with_source
+    model = gguf_wan.model
+    sources = torch.zeros(4, 32, 32, 3)
+    sources[:, 8:24, 8:24] = 0.5
+    targets = sources.clone()
+    targets[:, 8:24, 8:24, 0] = 1.0
+    holder, summary = output(comfyui.nodes["IMVETrainAdapter"].execute(
+        model=model, vae=StandInVAE(), clip=StandInCLIP(dim=4096), pairs_folder="unused",
+        adapter_name=f"gguf_trained_{gguf_wan.qtype}", steps=2, learning_rate=1e-3, batch_size=2, width=0, height=0,
+        resize_policy="error", save_every=2, seed=0, resume=False, source_images=sources, target_images=targets,
+        instructions="make the square red"))
+    assert "2 steps on 4 pairs" in summary
+    patched = output(comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=holder, strength=1.0,
+                                                             source_cache="device"))[0]
+    latent = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(1))
+    ctx = torch.randn(1, 5, 4096, generator=torch.Generator().manual_seed(2))
+    edit = output(comfyui.nodes["IMVESampler"].execute(
+        model=patched, positive=with_source([[ctx, {}]], latent),
+        negative=with_source([[torch.zeros(1, 5, 4096), {}]], latent), latent={"samples": latent}, seed=0, steps=2,
+        cfg=2.0, shift=3.0, strength=1.0, solver="euler", source_cache="device"))[0]["samples"]
+    assert edit.shape == latent.shape and torch.isfinite(edit).all()

@@ -17,12 +17,14 @@ from imvideoedit_core.io.video import read_video, write_video
 class StandInVideoVAE(StandInVAE):
     """The stand-in VAE with a decoder: latent frame 0 -> 1 frame, every later latent frame -> 4 frames."""
 
-    downscale_index_formula = (4, 8, 8)
+    @property
+    def downscale_index_formula(self) -> tuple[int, int, int]:
+        return (4, self.stride, self.stride)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         rgb = torch.einsum("dfhw,dc->fchw", latent[0], torch.linalg.pinv(self.mix))     # (F, 3, h, w)
         frames = torch.cat([rgb[:1], rgb[1:].repeat_interleave(4, 0)])                    # (1 + 4(F-1), 3, h, w)
-        pixels = torch.nn.functional.interpolate(frames, scale_factor=8, mode="nearest")  # (T, 3, H, W)
+        pixels = torch.nn.functional.interpolate(frames, scale_factor=self.stride, mode="nearest")  # (T, 3, H, W)
         return pixels.movedim(1, -1).clamp(0, 1)[None]                                   # (1, T, H, W, 3)
 
 

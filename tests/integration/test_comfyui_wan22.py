@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -306,3 +307,49 @@ def test_training_an_expert_writes_its_expert_and_draws_its_noise_levels(comfyui
     info = read_adapter_info(comfyui.base / "models" / "imvideoedit" / "a14b_low_trained.safetensors")
     assert (info.backbone_config.family, info.backbone_config.expert) == (WAN22_A14B_FAMILY, "low")
     assert seen and all((t < 875).all() for t in seen)
+
+
+def test_edit_mask_on_ti2v_keeps_the_source_outside_with_whole_frame_timesteps(comfyui, tiny_ti2v, ti2v_adapter,
+                                                                               monkeypatch):
+    """A spatial mask on TI2V 5B: the mask is read at the Wan 2.2 VAE's 16x stride, and a partly edited frame keeps
+    its sampling timestep (ComfyUI's WAN22 would scale it by the frame's edited share)."""
+    from imvideoedit_pack.nodes import host
+    patched = apply(comfyui, tiny_ti2v[0], "ti2v_tiny.safetensors")
+    latent = torch.randn(1, 48, 2, 4, 4, generator=torch.Generator().manual_seed(6))
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :32, :32] = 1.0  # the top-left quarter of every frame
+    masked, masked_latent = output(comfyui.nodes["IMVEEditMask"].execute(
+        model=patched, latent={"samples": latent}, mask=mask, boundary="hard", band_width=0))
+    keep = masked_latent["noise_mask"]
+    assert keep.shape == (1, 1, 2, 4, 4) and keep.sum() == 2 * 4
+    seen, real_call = [], host.AdaptedCall
+
+    def spy(*args, **kwargs):
+        if not kwargs.get("recording") and kwargs.get("timestep") is not None:
+            seen.append(kwargs["timestep"].clone())
+        return real_call(*args, **kwargs)
+    monkeypatch.setattr(host, "AdaptedCall", spy)
+    positive, negative, _, _ = conditioning(comfyui, latent)
+    out = sample(comfyui, masked, positive, negative, masked_latent, steps=3)
+    outside = (keep == 0).expand_as(latent)
+    torch.testing.assert_close(out[outside], latent[outside], atol=1e-5, rtol=1e-5)
+    assert (out[~outside] - latent[~outside]).abs().mean() > 0.05
+    assert seen and all(t.ndim == 2 and (t == t[:, :1]).all() and (t > 0).all() for t in seen), seen
+
+
+def test_long_video_edit_on_ti2v_scales_to_the_wan22_vae(comfyui, tiny_ti2v, ti2v_adapter):
+    from test_comfyui_long_video import StandInVideoVAE
+    from imvideoedit_core.io.video import read_video, write_video
+    write_video(comfyui.base / "input" / "ti2v_clip.mp4", torch.rand(13, 64, 96, 3,
+                                                                     generator=torch.Generator().manual_seed(0)), fps=8)
+    ctx = torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(3))
+    path, info, _ = output(comfyui.nodes["IMVELongVideoEdit"].execute(
+        model=apply(comfyui, tiny_ti2v[0], "ti2v_tiny.safetensors"), vae=StandInVideoVAE(channels=48, stride=16),
+        positive=[[ctx, {}]], negative=[[torch.zeros(1, 5, 32), {}]], video="ti2v_clip.mp4",
+        filename_prefix="imve_ti2v/long", window=9, overlap=5, keyframes=2, sharing="attention+adapter", seed=0,
+        steps=2, cfg=2.0, shift=3.0, solver="euler", max_frames=0, resize_to_multiple=16))
+    try:
+        assert "13 frames in 2 windows" in info and "sides scaled to multiples of 32" in info, info
+        assert read_video(path).frames.shape == (13, 64, 96, 3)
+    finally:
+        shutil.rmtree(comfyui.base / "output" / "imve_ti2v", ignore_errors=True)
