@@ -16,7 +16,9 @@ one-frame 480p, where the backbone's activations are tens of MiB).
 Jobs:
   general adapter   the paper's recipe: 13K image pairs, 5 epochs, batch 4 (16 250 steps)
   keyframe tuning   one edited keyframe, batch 4: ``--trained-steps`` from a trained adapter, ``--zero-steps``
-                    from a fresh one (the defaults are ToyWorld's measured figures; see docs/toyworld.md)
+                    from a fresh one, in full-size-step equivalents (the defaults are Tune On Keyframe's, measured
+                    on ToyWorld: 300 steps; 800 half-size steps + 100 = 300; see docs/toyworld.md). A half-size
+                    step is counted as a quarter (its pixels), an upper bound: attention shrinks 16x
 The last line printed is one JSON object.
 """
 
@@ -33,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from imvideoedit_core.model.attention import math_attention, use_attention
 from imvideoedit_core.model.config import adapter_preset, backbone_preset
+from imvideoedit_core.train.keyframe_tuning import TRAINED_START, ZERO_START
 from imvideoedit_core.model.wan_strides import vae_spatial_stride
 
 META = torch.device("meta")
@@ -46,7 +49,7 @@ GPUS = {  # peak dense bf16 tensor TFLOPS (vendor figures) and memory in GiB
 @dataclass(frozen=True)
 class Job:
     name: str
-    steps: int
+    steps: float   # in full-size-step equivalents (a half-size step counts a quarter: its share of the pixels)
     batch: int
 
 
@@ -87,12 +90,13 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=13_000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--trained-steps", type=int, default=300)
-    parser.add_argument("--zero-steps", type=int, default=1000)
+    parser.add_argument("--trained-steps", type=float, default=TRAINED_START.full_steps_equivalent)
+    parser.add_argument("--zero-steps", type=float, default=ZERO_START.full_steps_equivalent,
+                        help="full-size-step equivalents of the fresh start (default: 800 half-size steps + 100)")
     args = parser.parse_args()
     jobs = [Job("general adapter", args.pairs * args.epochs // args.batch, args.batch),
             Job("keyframe tuning, trained start", args.trained_steps, args.batch),
-            Job("keyframe tuning, fresh (copy) start", args.zero_steps, args.batch)]
+            Job("keyframe tuning, fresh (copy) start", args.zero_steps, args.batch)]  # steps: full-size equivalents
     rows, result = [], {"utilisation": args.utilisation, "height": args.height, "width": args.width, "jobs": {}}
     sizes = {"wan2.1-t2v-1.3b": (args.height, args.width), "wan2.1-t2v-14b": (args.height, args.width),
              "wan2.2-ti2v-5b": (704, 1280), "wan2.2-t2v-a14b-high": (args.height, args.width)}

@@ -64,7 +64,8 @@ def test_saving_the_tuned_adapter(comfyui, tiny_wan, adapter_file):
     tuned, summary = tune(comfyui, model, holder, steps=3, save_name="clip_tuned", augment=False)
     assert "saved as clip_tuned.safetensors" in summary
     loaded = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="clip_tuned.safetensors"))[0]
-    assert loaded.info.training["keyframe_tuning"] == {"steps": 3, "lr": 3e-3, "augment": False, "seed": 0,
+    assert loaded.info.training["keyframe_tuning"] == {"steps": 3, "low_res_steps": 0, "full_steps_equivalent": 3.0,
+                                                       "lr": 3e-3, "augment": False, "seed": 0,
                                                        "instruction": "make the square red",
                                                        "base": "tiny_edit.safetensors"}
     assert loaded.info.dtype == "bfloat16"  # saved as every adapter file is: in bf16
@@ -131,3 +132,18 @@ def test_zero_start_tunes_a_fresh_adapter_sized_from_the_model(comfyui, tiny_wan
     assert all(torch.equal(v, copy.state_dict()[k]) for k, v in fresh.adapter.state_dict().items())
     before, after = (edited_latent(comfyui, model, a) for a in (fresh, tuned))
     assert (before - after).abs().max() > 1e-6
+
+
+def test_steps_zero_picks_the_fresh_start_default_with_its_half_size_phase(comfyui, tiny_wan, monkeypatch):
+    """steps 0 from a fresh start: the default's half-size steps first, then its full-size steps (shortened here);
+    explicit steps tune at full size only."""
+    from imvideoedit_pack.imvideoedit_core.train import keyframe_tuning
+    monkeypatch.setattr(keyframe_tuning, "ZERO_START", keyframe_tuning.StartDefaults(steps=2, lr=1e-3,
+                                                                                     low_res_steps=3))
+    model, _ = tiny_wan
+    tuned, summary = tune(comfyui, model, None, steps=0, learning_rate=0.0)
+    assert summary.startswith("tuned a fresh adapter 5 steps (3 at half size) at lr 0.001"), summary
+    record = tuned.info.training["keyframe_tuning"]
+    assert (record["steps"], record["low_res_steps"], record["full_steps_equivalent"]) == (5, 3, 2.75)
+    _, summary = tune(comfyui, model, None, steps=2, learning_rate=0.0)
+    assert summary.startswith("tuned a fresh adapter 2 steps at lr"), summary
