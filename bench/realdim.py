@@ -90,8 +90,10 @@ def write_pairs(folder: Path, count: int = 2, size: int = 32) -> None:
 
 
 def measure_format(nodes: dict, *, fmt: str, file_name: str, adapter_name: str, pairs_folder: str,
-                   text_dim: int, vae, clip, weight_dtype: str = "default") -> Footprint:
-    """Load ``file_name`` (in models/diffusion_models) with ComfyUI's UNETLoader and run the pack's nodes on it."""
+                   text_dim: int, vae, clip, channels: int = 16, weight_dtype: str = "default",
+                   train_and_tune: bool = True) -> Footprint:
+    """Load ``file_name`` (in models/diffusion_models) with ComfyUI's UNETLoader and run the pack's nodes on it
+    (``train_and_tune`` False: sampling and ComfyUI's own backward only)."""
     import torch
     import comfy.model_management
     import nodes as comfy_nodes  # ComfyUI's own nodes module
@@ -103,7 +105,7 @@ def measure_format(nodes: dict, *, fmt: str, file_name: str, adapter_name: str, 
     model = comfy_nodes.UNETLoader().load_unet(file_name, weight_dtype)[0]
     comfy.model_management.load_models_gpu([model])
     loaded = _status("VmRSS")
-    latent = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    latent = torch.randn(1, channels, 2, 4, 4, generator=torch.Generator().manual_seed(0))
     ctx = torch.randn(1, 5, text_dim, generator=torch.Generator().manual_seed(1))
     positive, negative = with_source([[ctx, {}]], latent), with_source([[torch.zeros_like(ctx), {}]], latent)
 
@@ -143,8 +145,8 @@ def measure_format(nodes: dict, *, fmt: str, file_name: str, adapter_name: str, 
 
     _, plain = peak_above_start(plain_backward)
     sampled, sampling = peak_above_start(sample)
-    train_summary, training = peak_above_start(train)
-    tune_summary, tuning = peak_above_start(tune)
+    train_summary, training = peak_above_start(train) if train_and_tune else ("not run", 0)
+    tune_summary, tuning = peak_above_start(tune) if train_and_tune else ("not run", 0)
     return Footprint(format=fmt, loaded_bytes=loaded, sampling_bytes=sampling, training_bytes=training,
                      tuning_bytes=tuning, plain_backward_bytes=plain, sample_finite=bool(torch.isfinite(sampled).all()),
                      train_summary=train_summary, tune_summary=tune_summary)
@@ -215,6 +217,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-only", action="store_true", help="print the memory model; measure nothing")
     parser.add_argument("--formats", nargs="+", default=None, help="which files to measure (default: all)")
+    parser.add_argument("--preset", default="wan2.1-t2v-1.3b",
+                        help="the model to write at real size (wan2.2-ti2v-5b: use --formats fp8_e4m3fn "
+                             "--sample-only: on a CPU ComfyUI holds it in float32, 19 GiB, and training needs more "
+                             "than 24 GB)")
+    parser.add_argument("--sample-only", action="store_true", help="measure loading and sampling, not training")
     args = parser.parse_args()
     rows = memory_model()
     _print_model(rows)
@@ -226,12 +233,15 @@ def main() -> None:
         from bench.wan_files import FORMATS
         import tempfile
         with tempfile.TemporaryDirectory() as tmp:
-            result["measured"] = measure_all(start_comfyui(Path(tmp)), formats=tuple(args.formats or FORMATS))
+            result["measured"] = measure_all(start_comfyui(Path(tmp)), formats=tuple(args.formats or FORMATS),
+                                             preset=args.preset, train_and_tune=not args.sample_only)
     print(json.dumps(result))
 
 
-def measure_all(comfyui, *, formats: tuple[str, ...]) -> list[dict]:
-    """Write the files, a random 1.3B adapter and a pair folder into ComfyUI's base; measure every format."""
+def measure_all(comfyui, *, formats: tuple[str, ...], preset: str = "wan2.1-t2v-1.3b",
+                train_and_tune: bool = True) -> list[dict]:
+    """Write the files, a random adapter for ``preset`` and a pair folder into ComfyUI's base; measure every
+    format (TI2V 5B with a 48-channel, 16x stand-in VAE)."""
     import dataclasses
     # the integration tier's stand-in VAE and umT5 (no real ones can be downloaded here)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
@@ -239,16 +249,19 @@ def measure_all(comfyui, *, formats: tuple[str, ...]) -> list[dict]:
     from imvideoedit_core.model.adapter import build_adapter
     from imvideoedit_core.model.adapter_file import save_adapter
     from bench.wan_files import write_wan_files
-    cfg = backbone_preset("wan2.1-t2v-1.3b")
-    paths = write_wan_files(comfyui.base / "models" / "diffusion_models", formats)
-    save_adapter(comfyui.base / "models" / "imvideoedit" / "realdim.safetensors",
+    cfg = backbone_preset(preset)
+    paths = write_wan_files(comfyui.base / "models" / "diffusion_models", formats, preset=preset)
+    adapter_name = f"realdim_{preset}.safetensors"
+    save_adapter(comfyui.base / "models" / "imvideoedit" / adapter_name,
                  build_adapter(adapter_config_for(cfg), cfg, seed=0))
     write_pairs(comfyui.base / "input" / "realdim_pairs")
     out = []
     for fmt, path in paths.items():
-        footprint = measure_format(comfyui.nodes, fmt=fmt, file_name=path.name, adapter_name="realdim.safetensors",
-                                   pairs_folder="realdim_pairs", text_dim=cfg.text_dim, vae=StandInVAE(),
-                                   clip=StandInCLIP(dim=cfg.text_dim))
+        footprint = measure_format(comfyui.nodes, fmt=fmt, file_name=path.name, adapter_name=adapter_name,
+                                   pairs_folder="realdim_pairs", text_dim=cfg.text_dim,
+                                   vae=StandInVAE(channels=cfg.in_dim, stride=vae_spatial_stride(cfg.family)),
+                                   clip=StandInCLIP(dim=cfg.text_dim), channels=cfg.in_dim,
+                                   train_and_tune=train_and_tune)
         row = dataclasses.asdict(footprint)
         print(f"{fmt:12} loaded {footprint.loaded_bytes / GIB:5.2f} GiB resident; above it: sampling "
               f"{footprint.sampling_bytes / GIB:5.2f}, training {footprint.training_bytes / GIB:5.2f}, tuning "
