@@ -353,3 +353,26 @@ def test_long_video_edit_on_ti2v_scales_to_the_wan22_vae(comfyui, tiny_ti2v, ti2
         assert read_video(path).frames.shape == (13, 64, 96, 3)
     finally:
         shutil.rmtree(comfyui.base / "output" / "imve_ti2v", ignore_errors=True)
+
+
+def test_ti2v_trains_an_adapter_and_tunes_it_from_a_trained_start(comfyui, tiny_ti2v, wan22_vae):
+    model, _ = tiny_ti2v
+    sources = torch.zeros(2, 64, 64, 3)
+    sources[:, 16:48, 16:48] = 0.5
+    targets = sources.clone()
+    targets[:, 16:48, 16:48, 0] = 1.0
+    trained, summary = output(comfyui.nodes["IMVETrainAdapter"].execute(
+        model=model, vae=wan22_vae, clip=StandInCLIP(), pairs_folder="unused", adapter_name="ti2v_trained", steps=2,
+        learning_rate=1e-3, batch_size=2, width=0, height=0, resize_policy="error", save_every=2, seed=0,
+        resume=False, source_images=sources, target_images=targets, instructions="make the square red"))
+    assert "2 steps on 2 pairs" in summary and trained.info.backbone_config.family == WAN22_TI2V_FAMILY
+    tuned, summary = output(comfyui.nodes["IMVETuneOnKeyframe"].execute(
+        model=model, adapter=trained, vae=wan22_vae, clip=StandInCLIP(), source_keyframe=sources[:1],
+        edited_keyframe=targets[:1], instruction="make the square red", steps=2, learning_rate=0.0, seed=0,
+        augment=False, save_name=""))
+    assert summary.startswith("tuned ti2v_trained.safetensors 2 steps"), summary
+    with pytest.raises(ValueError, match="multiples of 32"):
+        comfyui.nodes["IMVETrainAdapter"].execute(
+            model=model, vae=wan22_vae, clip=StandInCLIP(), pairs_folder="unused", adapter_name="ti2v_bad", steps=1,
+            learning_rate=1e-3, batch_size=1, width=48, height=48, resize_policy="error", save_every=1, seed=0,
+            resume=False, source_images=sources, target_images=targets, instructions="make the square red")
