@@ -66,6 +66,33 @@ def ti2v_adapter(comfyui):
     return adapter
 
 
+@pytest.fixture
+def adapted_timesteps(monkeypatch) -> list:
+    """The timesteps every adapted target forward of the pack's wrapper is given, as the test runs."""
+    from imvideoedit_pack.nodes import host
+    seen, real_call = [], host.AdaptedCall
+
+    def spy(*args, **kwargs):
+        if not kwargs.get("recording") and kwargs.get("timestep") is not None:
+            seen.append(kwargs["timestep"].clone())
+        return real_call(*args, **kwargs)
+    monkeypatch.setattr(host, "AdaptedCall", spy)
+    return seen
+
+
+@pytest.fixture
+def training_timesteps(monkeypatch) -> list:
+    """The timesteps every training or tuning forward through ComfyUI's MODEL is given, as the test runs."""
+    from imvideoedit_pack.nodes import host
+    seen, velocity = [], host.ComfyAdaptedModel.velocity
+
+    def spy(self, x, t, *args, **kwargs):
+        seen.append(t.detach().clone())
+        return velocity(self, x, t, *args, **kwargs)
+    monkeypatch.setattr(host.ComfyAdaptedModel, "velocity", spy)
+    return seen
+
+
 def apply(comfyui, model, name: str):
     holder = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name=name))[0]
     return output(comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=holder, strength=1.0,
@@ -142,7 +169,7 @@ def test_ti2v_edits_through_tune_on_keyframe_apply_adapter_and_the_sampler(comfy
 
 
 def test_first_frame_mode_keeps_the_edited_frame_clean_at_timestep_zero(comfyui, tiny_ti2v, ti2v_adapter,
-                                                                        wan22_vae, monkeypatch):
+                                                                        wan22_vae, adapted_timesteps):
     from imvideoedit_pack.nodes import host
     model, _ = tiny_ti2v
     video = frames()
@@ -156,14 +183,7 @@ def test_first_frame_mode_keeps_the_edited_frame_clean_at_timestep_zero(comfyui,
     assert torch.equal(latent["samples"][:, :, 1:], source[:, :, 1:])       # the rest is the source's
     assert not torch.equal(latent["samples"][:, :, :1], source[:, :, :1])   # frame 0 is the edited frame's
     assert latent["noise_mask"][0, 0, :, 0, 0].tolist() == [0.0, 1.0]
-    seen = []
-    real_call = host.AdaptedCall
-
-    def spy(*args, **kwargs):
-        if not kwargs.get("recording") and kwargs.get("timestep") is not None:
-            seen.append(kwargs["timestep"].clone())
-        return real_call(*args, **kwargs)
-    monkeypatch.setattr(host, "AdaptedCall", spy)
+    seen = adapted_timesteps
     out = sample(comfyui, apply(comfyui, model, "ti2v_tiny.safetensors"), positive, negative, latent)
     torch.testing.assert_close(out[:, :, 0], latent["samples"][:, :, 0], rtol=0, atol=1e-5)
     assert (out[:, :, 1] - latent["samples"][:, :, 1]).abs().amax() > 1e-3
@@ -258,15 +278,9 @@ def test_the_sampler_runs_the_pair_as_two_ksampler_advanced_passes_and_frees_the
         sample(comfyui, low, positive, negative, {"samples": latent}, low_noise_model=high)
 
 
-def test_tuning_an_expert_trains_on_its_own_noise_levels(comfyui, experts, monkeypatch):
+def test_tuning_an_expert_trains_on_its_own_noise_levels(comfyui, experts, training_timesteps):
     from imvideoedit_pack.nodes import host
-    seen = []
-    velocity = host.ComfyAdaptedModel.velocity
-
-    def spy(self, x, t, *args, **kwargs):
-        seen.append(t.detach().clone())
-        return velocity(self, x, t, *args, **kwargs)
-    monkeypatch.setattr(host.ComfyAdaptedModel, "velocity", spy)
+    seen = training_timesteps
     source = torch.zeros(1, 32, 32, 3)
     source[:, 8:24, 8:24] = 0.5
     edited = source.clone()
@@ -284,16 +298,10 @@ def test_tuning_an_expert_trains_on_its_own_noise_levels(comfyui, experts, monke
         assert host.find_wrapper(apply_to).holder.info.backbone_config.expert == expert
 
 
-def test_training_an_expert_writes_its_expert_and_draws_its_noise_levels(comfyui, experts, monkeypatch):
+def test_training_an_expert_writes_its_expert_and_draws_its_noise_levels(comfyui, experts,
+                                                                       training_timesteps):
     from imvideoedit_pack.imvideoedit_core.model.adapter_file import read_adapter_info
-    from imvideoedit_pack.nodes import host
-    seen = []
-    velocity = host.ComfyAdaptedModel.velocity
-
-    def spy(self, x, t, *args, **kwargs):
-        seen.append(t.detach().clone())
-        return velocity(self, x, t, *args, **kwargs)
-    monkeypatch.setattr(host.ComfyAdaptedModel, "velocity", spy)
+    seen = training_timesteps
     sources = torch.zeros(4, 32, 32, 3)
     sources[:, 8:24, 8:24] = 0.5
     targets = sources.clone()
@@ -310,10 +318,9 @@ def test_training_an_expert_writes_its_expert_and_draws_its_noise_levels(comfyui
 
 
 def test_edit_mask_on_ti2v_keeps_the_source_outside_with_whole_frame_timesteps(comfyui, tiny_ti2v, ti2v_adapter,
-                                                                               monkeypatch):
+                                                                               adapted_timesteps):
     """A spatial mask on TI2V 5B: the mask is read at the Wan 2.2 VAE's 16x stride, and a partly edited frame keeps
     its sampling timestep (ComfyUI's WAN22 would scale it by the frame's edited share)."""
-    from imvideoedit_pack.nodes import host
     patched = apply(comfyui, tiny_ti2v[0], "ti2v_tiny.safetensors")
     latent = torch.randn(1, 48, 2, 4, 4, generator=torch.Generator().manual_seed(6))
     mask = torch.zeros(1, 64, 64)
@@ -322,13 +329,7 @@ def test_edit_mask_on_ti2v_keeps_the_source_outside_with_whole_frame_timesteps(c
         model=patched, latent={"samples": latent}, mask=mask, boundary="hard", band_width=0))
     keep = masked_latent["noise_mask"]
     assert keep.shape == (1, 1, 2, 4, 4) and keep.sum() == 2 * 4
-    seen, real_call = [], host.AdaptedCall
-
-    def spy(*args, **kwargs):
-        if not kwargs.get("recording") and kwargs.get("timestep") is not None:
-            seen.append(kwargs["timestep"].clone())
-        return real_call(*args, **kwargs)
-    monkeypatch.setattr(host, "AdaptedCall", spy)
+    seen = adapted_timesteps
     positive, negative, _, _ = conditioning(comfyui, latent)
     out = sample(comfyui, masked, positive, negative, masked_latent, steps=3)
     outside = (keep == 0).expand_as(latent)
