@@ -6,8 +6,9 @@ Decoding (chosen per file by `_open_source`):
     a pattern.
   * Animated WebP, GIF, APNG and AVIF (and still images, as one-frame videos) go through OpenCV's imgcodecs
     animation API, `cv2.imreadanimation` (OpenCV >= 4.11). On the opencv-python 5.0 wheel the FFmpeg backend opens
-    an animated WebP but decodes no frame ("image data not found"), while `cv2.imreadanimation` decodes all of them,
-    so every file that imgcodecs recognises (`cv2.haveImageReader`) is read this way. The frame rate of such files
+    an animated WebP but decodes no frame ("image data not found"; 5.1's decodes them), while
+    `cv2.imreadanimation` decodes all of them on both, so every file that imgcodecs recognises
+    (`cv2.haveImageReader`) is read this way. The frame rate of such files
     comes from the frame durations stored in the file; files without durations get `DEFAULT_ANIMATION_FPS`.
 
 Paths: both decoders and the writer take `str` paths; on Linux OpenCV hands them to FFmpeg/libwebp as UTF-8 bytes,
