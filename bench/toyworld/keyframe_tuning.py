@@ -17,6 +17,7 @@ from functools import partial
 
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from imvideoedit_core.edit.streams import TwoStreamRunner
 from . import world
 from .evaluate import EvalConfig, decode, eval_examples, make_batch, score
 from .models import ADAPTER_FILE, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
-from .report import markdown_rows, publish, quick_flag
+from .report import markdown_rows, measurement_args, publish
 
 NAME = "keyframe_tuning"
 NOVEL_KINDS = ("pink", "darker", "swap_rb")
@@ -139,9 +140,10 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
-def measure(*, per_kind: int, known: int, tuning: KeyframeTuning, cfg: EvalConfig) -> dict:
-    models = load_models(MODELS_DIR)
-    base = load_adapter(MODELS_DIR / ADAPTER_FILE)
+def measure(*, per_kind: int, known: int, tuning: KeyframeTuning, cfg: EvalConfig,
+            models_dir: Path = MODELS_DIR) -> dict:
+    models = load_models(models_dir)
+    base = load_adapter(models_dir / ADAPTER_FILE)
     start = time.perf_counter()
     table: dict = {}
     loss: dict = {}
@@ -226,13 +228,16 @@ def reading(results: dict) -> str:
 
 
 def main() -> None:
-    quick = quick_flag(__doc__, "smoke run: 1 video per kind, 10 tuning steps")
-    if quick:
-        results = measure(per_kind=1, known=1, tuning=KeyframeTuning(steps=10), cfg=EvalConfig(steps=4))
+    args = measurement_args(__doc__, "smoke run: 1 video per kind, 10 tuning steps")
+    models_dir = args.record.models
+    if args.quick:
+        results = measure(per_kind=1, known=1, tuning=KeyframeTuning(steps=10), cfg=EvalConfig(steps=4),
+                          models_dir=models_dir)
     else:
-        results = measure(per_kind=3, known=2, tuning=KeyframeTuning(), cfg=EvalConfig())
-    publish(NAME, results, markdown(results, command="nice -n 5 python -m bench.toyworld.keyframe_tuning"),
-            write=not quick)
+        results = measure(per_kind=3, known=2, tuning=KeyframeTuning(), cfg=EvalConfig(), models_dir=models_dir)
+    command = "nice -n 5 python -m bench.toyworld.keyframe_tuning"
+    command += "" if args.record.bundled else f" --models {models_dir}"
+    publish(NAME, results, markdown(results, command=command), write=not args.quick, record=args.record)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from imvideoedit_core.io.video import read_video, write_video
 from . import world
 from .evaluate import EvalConfig, score
 from .models import ADAPTER_FILE, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
-from .report import RESULTS, markdown_rows, save_feature_results, write_feature_section
+from .report import Record, add_models_argument, markdown_rows, models_folder
 
 WINDOW = 8
 SYSTEMS: dict[str, WindowConfig | None] = {
@@ -208,13 +208,18 @@ def reading(results: dict) -> str:
         return f"{q[a][metric]:.3f} vs {q[b][metric]:.3f}"
     lines = [f"Seams: independent windows jump where they meet ({q['independent']['seam_jump']:.3f} against "
              f"{q['independent']['interior_jump']:.3f} inside windows); overlapping windows do not "
-             f"({q['overlap']['seam_jump']:.3f} against {q['overlap']['interior_jump']:.3f}).",
-             f"Drift (overlap -> +attention / +adapter / +both): {q['overlap']['drift']:.3f} -> "
-             f"{q['overlap+attn']['drift']:.3f} / {q['overlap+adapter']['drift']:.3f} / "
-             f"{q['overlap+both']['drift']:.3f}; psnr_target {q['overlap']['psnr_target']:.2f} -> "
-             f"{q['overlap+attn']['psnr_target']:.2f} / {q['overlap+adapter']['psnr_target']:.2f} / "
-             f"{q['overlap+both']['psnr_target']:.2f} dB; success {cmp('overlap', 'overlap+adapter', 'success')} "
-             "(overlap vs +adapter)."]
+             f"({q['overlap']['seam_jump']:.3f} against {q['overlap']['interior_jump']:.3f})."]
+    shared = [n for n in ("overlap+attn", "overlap+adapter", "overlap+both") if n in q]
+    if shared:
+        lines.append(f"Drift (overlap -> {' / '.join(shared)}): {q['overlap']['drift']:.3f} -> "
+                     + " / ".join(f"{q[n]['drift']:.3f}" for n in shared)
+                     + f"; psnr_target {q['overlap']['psnr_target']:.2f} -> "
+                     + " / ".join(f"{q[n]['psnr_target']:.2f}" for n in shared) + " dB.")
+    if "overlap+adapter" in q:
+        lines.append(f"Success {cmp('overlap', 'overlap+adapter', 'success')} (overlap vs +adapter).")
+    if "w6 overlap" in q and "w6 overlap+attn" in q:
+        lines.append(f"Window 6 (overlap vs +attention): drift {cmp('w6 overlap', 'w6 overlap+attn', 'drift')}, "
+                     f"psnr_target {cmp('w6 overlap', 'w6 overlap+attn', 'psnr_target')}.")
     if ("stream", 16) in mem and ("one_pass", 16) in mem:
         lines.append(f"Memory from 1x to 16x the window: the streamed edit grows {mem[('stream', 1)]:.0f} -> "
                      f"{mem[('stream', 16)]:.0f} MB, the one-pass edit {mem[('one_pass', 1)]:.0f} -> "
@@ -222,13 +227,11 @@ def reading(results: dict) -> str:
     return " ".join(lines)
 
 
-def report(results: dict) -> str:
+def report(results: dict, command: str = "python -m bench.toyworld.long_video") -> str:
     q = results["quality"]
+    memory_seconds = f", memory {results['memory_seconds']:.0f} s" if "memory_seconds" in results else ""
     quality_table = markdown_rows(["system"] + list(METRICS),
                                   [[n] + [q[n][m] for m in METRICS] for n in SYSTEMS if n in q])
-    mem_table = markdown_rows(["path", "frames (x window)", "frames held", "peak RSS MB", "RSS growth MB", "s"],
-                              [[r["mode"], f"{r['frames']} ({r['frames'] // WINDOW}x)", r["frames_held"],
-                                r["peak_rss_mb"], r["rss_growth_mb"], r["seconds"]] for r in results["memory"]])
     rerun = results.get("partial_rerun")
     partial = "" if rerun is None else f" (last rerun: {', '.join(rerun['systems'])}, {rerun['seconds']:.0f} s)"
     return f"""## Long videos: windows and keyframe sharing
@@ -245,46 +248,60 @@ hand over (cross-fades included) / everywhere else. Lower is better for drift, j
 {reading(results)} ToyWorld's edits leave windows little room to disagree (an instruction names one exact
 colour, shape or background), so drift is small even for independent windows; edits with freedom (a style, a
 new texture) are where sharing is meant to matter, and ToyWorld cannot measure them.
+{memory_report(results)}
+Reproduce: `{command}` (quality {results.get('quality_seconds', 0):.0f} s{memory_seconds} on 2 cores shared with
+other jobs); `--part quality` or `--part memory` reruns one part, `--systems NAME ...` some systems{partial}.
+"""
 
+
+def memory_report(results: dict) -> str:
+    """The memory block; empty where only the quality part was measured (a candidate backbone's record)."""
+    if "memory" not in results:
+        return ""
+    mem_table = markdown_rows(["path", "frames (x window)", "frames held", "peak RSS MB", "RSS growth MB", "s"],
+                              [[r["mode"], f"{r['frames']} ({r['frames'] // WINDOW}x)", r["frames_held"],
+                                r["peak_rss_mb"], r["rss_growth_mb"], r["seconds"]] for r in results["memory"]])
+    return f"""
 Memory of the file -> edit -> file path (`overlap+both`, window 8) against the one-pass edit, one fresh process per
 row ({results['memory_steps']} steps). **RSS growth**: the peak resident memory during the edit above the resident
 memory just before it (the peak is reset with /proc/self/clear_refs after torch, the models and the source file are
 ready); **frames held**: the most video frames the loop held at once.
 
 {mem_table}
-
-Reproduce: `python -m bench.toyworld.long_video` (quality {results['quality_seconds']:.0f} s, memory
-{results['memory_seconds']:.0f} s on 2 cores shared with other jobs); `--part quality` or `--part memory` reruns
-one part, `--systems NAME ...` some systems{partial}.
 """
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 video per type, 16 frames, 2 steps, nothing written")
-    parser.add_argument("--part", choices=("all", "quality", "memory"), default="all",
-                        help="rerun one part; the other is kept from results.json")
+    parser.add_argument("--part", choices=("all", "quality", "memory"),
+                        help="rerun one part; the other is kept from results.json (default: all; with --models "
+                             "another folder, quality: the memory part does not depend on the weights)")
     parser.add_argument("--systems", nargs="+", choices=list(SYSTEMS), default=list(SYSTEMS),
                         help="measure only these systems (the others' stored numbers are kept)")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite the docs block from the stored results.json, measuring nothing")
     parser.add_argument("--probe", nargs=3, metavar=("FRAMES", "MODE", "STEPS"), help=argparse.SUPPRESS)
+    add_models_argument(parser)
     args = parser.parse_args()
+    record = Record(models_folder(args.models))
+    part = args.part or ("all" if record.bundled else "quality")
+    command = "python -m bench.toyworld.long_video" + ("" if record.bundled else f" --models {record.models}")
     if args.probe:
         print(json.dumps(memory_probe(int(args.probe[0]), args.probe[1], int(args.probe[2]))))
         return
     if args.report_only:
-        write_feature_section("long_video", report(json.loads(RESULTS.read_text())["features"]["long_video"]))
+        record.save("long_video", record.stored("long_video"), report(record.stored("long_video"), command))
         return
     torch.set_num_threads(2)
     cfg = LongConfig(per_kind=1, frames=2 * WINDOW, eval=replace(EvalConfig(), steps=2)) if args.quick \
         else LongConfig()
     start = time.perf_counter()
-    old = json.loads(RESULTS.read_text()).get("features", {}).get("long_video", {}) if RESULTS.is_file() else {}
+    old = record.stored("long_video") or {}
     results = {k: v for k, v in old.items() if k != "seconds"}
-    if args.part in ("all", "quality"):
-        models = load_models(MODELS_DIR)
-        adapter = load_adapter(MODELS_DIR / ADAPTER_FILE)
+    if part in ("all", "quality"):
+        models = load_models(record.models)
+        adapter = load_adapter(record.models / ADAPTER_FILE)
         with torch.no_grad():
             fresh = quality(models, adapter, cfg, args.systems)
         stored = results.get("quality", {})
@@ -298,16 +315,15 @@ def main() -> None:
             results.pop("partial_rerun", None)
         else:
             results["partial_rerun"] = {"systems": args.systems, "seconds": seconds}
-    if args.part in ("all", "memory"):
+    if part in ("all", "memory"):
         mem_start = time.perf_counter()
         results["memory_steps"] = 1 if args.quick else 10
         lengths = [WINDOW] if args.quick else [WINDOW, 4 * WINDOW, 16 * WINDOW]
         results["memory"] = memory(lengths, results["memory_steps"])
         results["memory_seconds"] = round(time.perf_counter() - mem_start, 1)
-    print(report(results))
+    print(report(results, command))
     if not args.quick:
-        save_feature_results("long_video", results)
-        write_feature_section("long_video", report(results))
+        record.save("long_video", results, report(results, command))
 
 
 if __name__ == "__main__":

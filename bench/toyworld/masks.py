@@ -19,6 +19,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from imvideoedit_core.edit.streams import TwoStreamRunner
 from . import world
 from .evaluate import Batch, EvalConfig, decode, edit_success, eval_examples, make_batch
 from .models import ADAPTER_FILE, FRAME_SIZE, MODELS_DIR, load_models
-from .report import markdown_rows, save_feature_results, write_feature_section
+from .report import Record, add_models_argument, markdown_rows, models_folder
 
 KINDS = world.OBJECT_EDIT_KINDS  # recolor, reshape, remove: the edits with a local region
 DILATE = 2   # pixels added around the ground-truth region to make the user mask
@@ -132,9 +133,9 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
-def measure(cfg: MaskBenchConfig) -> dict:
-    models = load_models()
-    adapter = load_adapter(MODELS_DIR / ADAPTER_FILE)
+def measure(cfg: MaskBenchConfig, models_dir: Path = MODELS_DIR) -> dict:
+    models = load_models(models_dir)
+    adapter = load_adapter(models_dir / ADAPTER_FILE)
     scores: dict[str, list[dict[str, float]]] = {}
     exact_outside = True
     start = time.perf_counter()
@@ -227,14 +228,15 @@ def reading(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 video per type, 4 steps, nothing written")
+    add_models_argument(parser)
     args = parser.parse_args()
+    record = Record(models_folder(args.models))
     torch.set_num_threads(1)
     cfg = (MaskBenchConfig(per_kind=1, bands=(2.0,), eval=EvalConfig(steps=4)) if args.quick
            else MaskBenchConfig())
-    results = measure(cfg)
+    results = measure(cfg, record.models)
     if not args.quick:
-        save_feature_results("masks", results)
-        write_feature_section("masks", markdown(results))
+        record.save("masks", results, markdown(results))
     print(markdown(results))
     print(json.dumps({"seconds": results["seconds"]}))
 

@@ -3,15 +3,23 @@
 The main evaluation (``evaluate.py``) owns the ``systems``/``overall`` tables; each feature measurement
 (long videos, masks, keyframe tuning, strength) owns one entry under ``features`` and one marked block in the
 report, so the measurements can be rerun one at a time without touching each other.
+
+A measurement of a candidate backbone (``--models DIR`` other than the bundled ``models/``) lands in that folder's
+own ``features.json`` and in report blocks named ``NAME@DIR``: measuring a candidate never overwrites the bundled
+models' numbers (as ``evaluate --models DIR --no-write`` keeps its results in ``DIR/evaluation.json``).
 """
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import re
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .models import MODELS_DIR
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
@@ -63,23 +71,77 @@ def write_feature_section(name: str, markdown: str, *, path: Path = REPORT) -> N
         _write(path, text)
 
 
-def quick_flag(doc: str, help_text: str) -> bool:
-    """Parse a measurement's command line (only ``--quick``) and pin it to one thread; True for a smoke run."""
-    import argparse
+@dataclass(frozen=True)
+class Record:
+    """Where measurements on the ToyWorld models in ``models`` land (see the module docstring)."""
+
+    models: Path = MODELS_DIR
+    report: Path = REPORT
+
+    @property
+    def bundled(self) -> bool:
+        return self.models.resolve() == MODELS_DIR.resolve()
+
+    @property
+    def results(self) -> Path:
+        return RESULTS if self.bundled else self.models / "features.json"
+
+    def section(self, name: str) -> str:
+        return name if self.bundled else f"{name}@{self.models.name}"
+
+    def stored(self, name: str) -> dict | None:
+        """The stored results of measurement ``name``, or None."""
+        return json.loads(self.results.read_text()).get(FEATURES_KEY, {}).get(name) if self.results.is_file() else None
+
+    def save(self, name: str, results: dict, markdown: str) -> None:
+        save_feature_results(name, results, path=self.results)
+        write_feature_section(self.section(name), markdown if self.bundled else self.retitled(markdown), path=self.report)
+
+    def retitled(self, markdown: str) -> str:
+        """A candidate's block sits inside its backbone's section: headings one level down, the folder named."""
+        lines = re.sub(r"^(#+) ", r"\1# ", markdown.strip(), flags=re.M).split("\n")
+        if lines[0].startswith("#"):
+            lines[0] += f" (models: `{self.models}`)"
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class MeasurementArgs:
+    quick: bool = False
+    record: Record = field(default_factory=Record)
+
+
+def add_models_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", type=Path, default=MODELS_DIR,
+                        help="folder of the ToyWorld models to measure (default: the bundled ones); another folder "
+                             "keeps its results in FOLDER/features.json and report blocks named NAME@FOLDER")
+
+
+def models_folder(path: Path) -> Path:
+    """``path`` if it holds a backbone and an adapter; a ValueError that says what is missing otherwise."""
+    missing = [f for f in ("backbone.safetensors", "adapter.safetensors") if not (path / f).is_file()]
+    if missing:
+        raise ValueError(f"--models {path}: no {' or '.join(missing)} there; point it at a folder of ToyWorld models "
+                         "(a pretrain --out folder with an adapter trained by train_adapter --models)")
+    return path
+
+
+def measurement_args(doc: str, help_text: str) -> MeasurementArgs:
+    """Parse a measurement's command line (``--quick``, ``--models``) and pin it to one thread."""
     import torch
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=help_text)
-    quick = parser.parse_args().quick
+    add_models_argument(parser)
+    args = parser.parse_args()
     torch.set_num_threads(1)
-    return quick
+    return MeasurementArgs(quick=args.quick, record=Record(models_folder(args.models)))
 
 
-def publish(name: str, results: dict, markdown: str, *, write: bool) -> None:
-    """Print a measurement's section; with ``write``, store it in results.json and the report too."""
+def publish(name: str, results: dict, markdown: str, *, write: bool, record: Record = Record()) -> None:
+    """Print a measurement's section; with ``write``, store it where ``record`` says too."""
     print(markdown)
     if write:
-        save_feature_results(name, results)
-        write_feature_section(name, markdown)
+        record.save(name, results, markdown)
 
 
 def markdown_rows(header: list[str], rows: list[list]) -> str:

@@ -12,6 +12,7 @@ main evaluation's "ours"; scored by the same metrics and judge.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,16 +22,16 @@ from imvideoedit_core.model.adapter_file import load_adapter
 from . import world
 from .evaluate import EvalConfig, eval_examples, make_batch, run_adapter, score
 from .models import ADAPTER_FILE, MODELS_DIR, load_models
-from .report import markdown_rows, publish, quick_flag
+from .report import markdown_rows, measurement_args, publish
 
 NAME = "shared_source"
 METRICS = ("psnr_target", "success", "warp_error", "adherence", "temporal", "fidelity", "preservation")
 SYSTEMS = ("one per branch", "shared")
 
 
-def measure(cfg: EvalConfig) -> dict:
-    models = load_models(MODELS_DIR)
-    adapter = load_adapter(MODELS_DIR / ADAPTER_FILE)
+def measure(cfg: EvalConfig, models_dir: Path = MODELS_DIR) -> dict:
+    models = load_models(models_dir)
+    adapter = load_adapter(models_dir / ADAPTER_FILE)
     scores = {name: {m: [] for m in METRICS} for name in SYSTEMS}
     seconds = dict.fromkeys(SYSTEMS, 0.0)
     start = time.perf_counter()
@@ -69,9 +70,9 @@ def markdown(results: dict) -> str:
 
 
 def main() -> None:
-    quick = quick_flag(__doc__, "1 example per kind, 2 steps, nothing written")
-    results = measure(EvalConfig(per_kind=1, steps=2) if quick else EvalConfig())
-    publish(NAME, results, markdown(results), write=not quick)
+    args = measurement_args(__doc__, "1 example per kind, 2 steps, nothing written")
+    results = measure(EvalConfig(per_kind=1, steps=2) if args.quick else EvalConfig(), args.record.models)
+    publish(NAME, results, markdown(results), write=not args.quick, record=args.record)
 
 
 if __name__ == "__main__":

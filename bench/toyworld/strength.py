@@ -27,8 +27,8 @@ from imvideoedit_core.edit.streams import TwoStreamRunner
 
 from . import world
 from .evaluate import Batch, EvalConfig, decode, eval_examples, make_batch, score
-from .models import ADAPTER_FILE, MODELS_DIR, ToyModels, load_models
-from .report import markdown_rows, save_feature_results, write_feature_section
+from .models import ADAPTER_FILE, ToyModels, load_models
+from .report import Record, add_models_argument, markdown_rows, models_folder
 
 FIDELITY = ("psnr_source_outside", "motion_preservation", "warp_error")  # higher, lower, lower is better
 EDITABILITY = ("success", "psnr_target")                                 # higher is better
@@ -148,7 +148,7 @@ def reading(results: dict) -> str:
     return " ".join(lines)
 
 
-def report(results: dict) -> str:
+def report(results: dict, command: str = "nice -n 5 python -m bench.toyworld.strength") -> str:
     sweep_table = markdown_rows(["system", "start", "strength"] + list(METRICS),
                                 [[r["system"], r["degradation"], r["strength"]] + [r[m] for m in METRICS]
                                  for r in results["sweep"]])
@@ -175,7 +175,7 @@ source edited by ours and scored against the animated ground truth; `unedited` s
 
 Reading: {reading(results)}
 
-Reproduce: `nice -n 5 python -m bench.toyworld.strength` ({results['seconds']:.0f} s on 2 cores).
+Reproduce: `{command}` ({results['seconds']:.0f} s on 2 cores).
 """
 
 
@@ -183,21 +183,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 video per type, 3 steps, nothing written")
     parser.add_argument("--per-kind", type=int, default=4)
+    add_models_argument(parser)
     args = parser.parse_args()
+    record = Record(models_folder(args.models))
     torch.set_num_threads(2)
     cfg = StrengthConfig(eval=EvalConfig(per_kind=1 if args.quick else args.per_kind, steps=3 if args.quick else 20))
     start = time.perf_counter()
-    models = load_models(MODELS_DIR)
-    adapter = load_adapter(MODELS_DIR / ADAPTER_FILE)
+    models = load_models(record.models)
+    adapter = load_adapter(record.models / ADAPTER_FILE)
     with torch.no_grad():
         results = {"sweep": sweep(models, adapter, cfg), "animation": animation(models, adapter, cfg)}
     results.update(videos=cfg.eval.per_kind * len(world.EDIT_KINDS), per_kind=cfg.eval.per_kind,
                    animation_videos=cfg.animation_per_kind * len(world.EDIT_KINDS), frames=cfg.eval.frames,
                    steps=cfg.eval.steps, motions=MOTIONS, seconds=round(time.perf_counter() - start, 1))
-    print(report(results))
+    command = "nice -n 5 python -m bench.toyworld.strength" + ("" if record.bundled else f" --models {record.models}")
+    print(report(results, command))
     if not args.quick:
-        save_feature_results("strength", results)
-        write_feature_section("strength", report(results))
+        record.save("strength", results, report(results, command))
 
 
 if __name__ == "__main__":

@@ -32,13 +32,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imvideoedit_core.train.trainer import EMA, load_train_state, save_train_state
+from imvideoedit_core.train.trainer import load_train_state, save_train_state
 
 from . import judge, world
 from .codec import CodecConfig, ConvCodec
 from .evaluate import EvalConfig, eval_examples
 from .generation import _meets, _ratio, held_out_scenes
-from .models import CODEC_FILE, FRAME_SIZE, load_codec, save_codec
+from .models import CODEC_FILE, load_codec, save_codec
 from .pretrain import check_resumable, train_seed, training_scene
 
 STATE_FILE = "codec.train-state.safetensors"

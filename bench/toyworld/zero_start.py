@@ -3,6 +3,7 @@
     python -m bench.toyworld.zero_start             # 8 clips, every recipe (~35 min on two busy cores)
     python -m bench.toyworld.zero_start --missing   # only the recipes results.json lacks, merged into it
     python -m bench.toyworld.zero_start --quick     # smoke run: 1 clip, a few steps, nothing written
+    python -m bench.toyworld.zero_start --models DIR --recipes NAME ...   # some recipes on a candidate backbone
 
 Clips: the novel edits of ``keyframe_tuning`` (pink, darker, swap_rb) and the known recolor, 2 held-out clips each,
 8 frames. Each recipe tunes an adapter on edited keyframes (ground-truth edited frames, standing in for the
@@ -21,9 +22,9 @@ results.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,10 +36,10 @@ from imvideoedit_core.edit.streams import TwoStreamRunner
 
 from bench.metrics import psnr
 
-from .evaluate import RESULTS, EvalConfig, score
+from .evaluate import EvalConfig, score
 from .keyframe_tuning import KNOWN_KIND, NOVEL_KINDS, Example, edit_video, examples
 from .models import ADAPTER_FILE, MODELS_DIR, ToyModels, load_models
-from .report import FEATURES_KEY, markdown_rows, publish
+from .report import Record, add_models_argument, markdown_rows, models_folder, publish
 
 NAME = "zero_start"
 SCORED_FRAMES = (1, 2, 3, 5, 6)
@@ -117,9 +118,9 @@ def tune_snapshots(models: ToyModels, start, example: Example, recipe: Recipe) -
                           full_steps_equivalent={s: recipe.low_res_steps * low_share + s for s in snapshots})
 
 
-def measure(*, per_kind: int, recipes: tuple[Recipe, ...], cfg: EvalConfig) -> dict:
-    models = load_models(MODELS_DIR)
-    starts = {"trained": load_adapter(MODELS_DIR / ADAPTER_FILE),
+def measure(*, per_kind: int, recipes: tuple[Recipe, ...], cfg: EvalConfig, models_dir: Path = MODELS_DIR) -> dict:
+    models = load_models(models_dir)
+    starts = {"trained": load_adapter(models_dir / ADAPTER_FILE),
               "zero": zero_start_adapter(models.backbone.config, seed=0),
               "copy": copy_start_adapter(models.backbone.config, seed=0)}
     clips = [e for kind in (*NOVEL_KINDS, KNOWN_KIND) for e in examples(kind, count=per_kind, frames=cfg.frames)]
@@ -215,10 +216,6 @@ def reading(results: dict) -> str:
             + ".")
 
 
-def stored_results() -> dict | None:
-    return json.loads(RESULTS.read_text()).get(FEATURES_KEY, {}).get(NAME) if RESULTS.is_file() else None
-
-
 def merged(old: dict, new: dict) -> dict:
     """``new`` (some recipes) with ``old``'s other recipes, in ``RECIPES`` order; the clips must be the same."""
     if (old["clips"], old["kinds"], old["scored_frames"]) != (new["clips"], new["kinds"], new["scored_frames"]):
@@ -234,24 +231,31 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 clip per edit, a few steps, nothing written")
     parser.add_argument("--missing", action="store_true",
                         help="measure only the recipes results.json lacks and merge them into it")
+    parser.add_argument("--recipes", nargs="+", choices=[r.name for r in RECIPES], metavar="NAME",
+                        help="measure only these recipes (names as in RECIPES; default: all)")
+    add_models_argument(parser)
     args = parser.parse_args()
+    record = Record(models_folder(args.models))
+    chosen = tuple(r for r in RECIPES if args.recipes is None or r.name in args.recipes)
     torch.set_num_threads(1)
     if args.quick:
         recipes = tuple(replace(r, checkpoints=(2, 4) if len(r.checkpoints) > 1 else (4,),
-                                low_res_steps=min(r.low_res_steps, 2)) for r in RECIPES)
+                                low_res_steps=min(r.low_res_steps, 2)) for r in chosen)
         print(measure(per_kind=1, recipes=recipes, cfg=EvalConfig(steps=2)))
         return
-    old = stored_results() if args.missing else None
+    old = record.stored(NAME) if args.missing else None
     done = {r["name"] for r in old["recipes"]} if old else set()
-    recipes = tuple(r for r in RECIPES if r.name not in done)
+    recipes = tuple(r for r in chosen if r.name not in done)
     if not recipes:
         print("every recipe is in results.json already")
         return
-    results = measure(per_kind=2, recipes=recipes, cfg=EvalConfig())
+    results = measure(per_kind=2, recipes=recipes, cfg=EvalConfig(), models_dir=record.models)
     command = "python -m bench.toyworld.zero_start" + (" --missing" if old else "")
+    command += "" if record.bundled else f" --models {record.models}"
+    command += "" if args.recipes is None else " --recipes " + " ".join(f"'{r.name}'" for r in recipes)
     if old:
         results = merged(old, results)
-    publish(NAME, results, markdown(results, command=command), write=True)
+    publish(NAME, results, markdown(results, command=command), write=True, record=record)
 
 
 if __name__ == "__main__":
