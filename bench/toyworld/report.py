@@ -95,7 +95,8 @@ class Record:
 
     def save(self, name: str, results: dict, markdown: str) -> None:
         save_feature_results(name, results, path=self.results)
-        write_feature_section(self.section(name), markdown if self.bundled else self.retitled(markdown), path=self.report)
+        block = markdown if self.bundled else self.retitled(markdown)
+        write_feature_section(self.section(name), block, path=self.report)
 
     def retitled(self, markdown: str) -> str:
         """A candidate's block sits inside its backbone's section: headings one level down, the folder named."""
