@@ -207,7 +207,9 @@ def contact_sheet(batch: Batch, outputs: dict[str, SystemOutput], path: Path) ->
                  gate_heat_map(outputs["ours"].gate[0])], path)
 
 
-def evaluate(cfg: EvalConfig, *, folders: Folders = Folders(), write_docs: bool = True) -> dict:
+def evaluate(cfg: EvalConfig, *, folders: Folders = Folders(), sheets: Path | None = SHEETS) -> dict:
+    """Every system on ``cfg.per_kind`` held-out clips of each edit kind; a contact sheet per kind into ``sheets``
+    (None: none)."""
     models = load_models(folders.models)
     ours = load_adapter(folders.models / ADAPTER_FILE)
     table = systems(models, ours, cfg, folders)
@@ -222,8 +224,9 @@ def evaluate(cfg: EvalConfig, *, folders: Folders = Folders(), write_docs: bool 
             for name, out in outputs.items():
                 scores = [score(out.frames[i], e) for i, e in enumerate(batch.examples)]
                 per_system[name][kind] = {m: [s[m] for s in scores] for m in METRICS}
-            if write_docs:
-                contact_sheet(batch, outputs, SHEETS / f"{kind}.png")
+            if sheets is not None:
+                sheets.mkdir(parents=True, exist_ok=True)
+                contact_sheet(batch, outputs, sheets / f"{kind}.png")
             print(f"{kind}: done ({time.perf_counter() - start:.0f} s)", flush=True)
     results = {"config": cfg.__dict__, "videos": cfg.per_kind * len(world.EDIT_KINDS),
                "success_threshold_mae": SUCCESS_MAE, "cache_off_max_abs_diff": cache_gap,
@@ -266,11 +269,15 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true",
                         help="leave results.json, the report and the contact sheets alone; the results go to "
                              "MODELS/evaluation.json (a candidate backbone's own record)")
+    parser.add_argument("--sheets", type=Path,
+                        help=f"folder for the contact sheets (default: {SHEETS.relative_to(ROOT)}, none with "
+                             "--no-write)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     cfg = EvalConfig(per_kind=2, steps=4) if args.quick else EvalConfig(per_kind=args.per_kind)
     write = not (args.quick or args.no_write)
-    results = evaluate(cfg, folders=Folders(models=args.models, runs=args.runs), write_docs=write)
+    sheets = args.sheets or (SHEETS if write else None)
+    results = evaluate(cfg, folders=Folders(models=args.models, runs=args.runs), sheets=sheets)
     if args.no_write and not args.quick:
         (args.models / "evaluation.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     if write:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .report import keep_feature_results
-from .evaluate import EvalConfig, Folders, RESULTS, evaluate, write_report
+from .evaluate import SHEETS, EvalConfig, Folders, RESULTS, evaluate, write_report
 from .models import MODELS_DIR
 from .pretrain import PretrainConfig, pretrain
 from .train_adapter import RUNS_DIR, VARIANTS, train_variant
@@ -36,7 +36,7 @@ def run(*, quick: bool, out: Path | None, pretrain_minutes: float, adapter_steps
     summary = {"pretrain": pretrain(pre, folders.models, minutes=pretrain_minutes, log_every=500)}
     summary["adapters"] = [train_variant(v, steps=adapter_steps, seed=0, models_dir=folders.models,
                                          runs_dir=folders.runs) for v in VARIANTS]
-    results = evaluate(evaluation, folders=folders, write_docs=not quick)
+    results = evaluate(evaluation, folders=folders, sheets=None if quick else SHEETS)
     if not quick:
         RESULTS.write_text(json.dumps(keep_feature_results(results), indent=1, sort_keys=True) + "\n")
         write_report(results)
