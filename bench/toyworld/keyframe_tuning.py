@@ -235,8 +235,7 @@ def main() -> None:
                           models_dir=models_dir)
     else:
         results = measure(per_kind=3, known=2, tuning=KeyframeTuning(), cfg=EvalConfig(), models_dir=models_dir)
-    command = "nice -n 5 python -m bench.toyworld.keyframe_tuning"
-    command += "" if args.record.bundled else f" --models {models_dir}"
+    command = "nice -n 5 " + args.record.command(NAME)
     publish(NAME, results, markdown(results, command=command), write=not args.quick, record=args.record)
 
 

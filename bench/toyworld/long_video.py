@@ -286,7 +286,7 @@ def main() -> None:
     args = parser.parse_args()
     record = Record(models_folder(args.models))
     part = args.part or ("all" if record.bundled else "quality")
-    command = "python -m bench.toyworld.long_video" + ("" if record.bundled else f" --models {record.models}")
+    command = record.command("long_video")
     if args.probe:
         print(json.dumps(memory_probe(int(args.probe[0]), args.probe[1], int(args.probe[2]))))
         return

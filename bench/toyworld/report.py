@@ -86,6 +86,10 @@ class Record:
     def results(self) -> Path:
         return RESULTS if self.bundled else self.models / "features.json"
 
+    def command(self, module: str) -> str:
+        """How to rerun measurement ``module`` (a module of bench.toyworld) on these models."""
+        return f"python -m bench.toyworld.{module}" + ("" if self.bundled else f" --models {self.models}")
+
     def section(self, name: str) -> str:
         return name if self.bundled else f"{name}@{self.models.name}"
 

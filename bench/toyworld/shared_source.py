@@ -53,7 +53,7 @@ def measure(cfg: EvalConfig, models_dir: Path = MODELS_DIR) -> dict:
             "seconds": round(time.perf_counter() - start, 1)}
 
 
-def markdown(results: dict) -> str:
+def markdown(results: dict, command: str = f"python -m bench.toyworld.{NAME}") -> str:
     rows = [[name, *(results["scores"][name][m] for m in METRICS), results["edit_seconds"][name]] for name in SYSTEMS]
     one, shared = results["scores"]["one per branch"], results["scores"]["shared"]
     delta = shared["psnr_target"] - one["psnr_target"]
@@ -64,7 +64,7 @@ def markdown(results: dict) -> str:
         "guidance branch with that branch's text (today's default), or once with the instruction and shared by "
         "both branches (half the source cache and half the encoding).", "",
         markdown_rows(["source encoding", *METRICS, "edit s"], rows), "",
-        f"`python -m bench.toyworld.shared_source` ({results['seconds']:.0f} s). Sharing changes psnr_target by "
+        f"`{command}` ({results['seconds']:.0f} s). Sharing changes psnr_target by "
         f"{delta:+.2f} dB, adherence by {shared['adherence'] - one['adherence']:+.3f} and preservation by "
         f"{shared['preservation'] - one['preservation']:+.3f}."])
 
@@ -72,7 +72,7 @@ def markdown(results: dict) -> str:
 def main() -> None:
     args = measurement_args(__doc__, "1 example per kind, 2 steps, nothing written")
     results = measure(EvalConfig(per_kind=1, steps=2) if args.quick else EvalConfig(), args.record.models)
-    publish(NAME, results, markdown(results), write=not args.quick, record=args.record)
+    publish(NAME, results, markdown(results, args.record.command(NAME)), write=not args.quick, record=args.record)
 
 
 if __name__ == "__main__":

@@ -196,7 +196,7 @@ def main() -> None:
     results.update(videos=cfg.eval.per_kind * len(world.EDIT_KINDS), per_kind=cfg.eval.per_kind,
                    animation_videos=cfg.animation_per_kind * len(world.EDIT_KINDS), frames=cfg.eval.frames,
                    steps=cfg.eval.steps, motions=MOTIONS, seconds=round(time.perf_counter() - start, 1))
-    command = "nice -n 5 python -m bench.toyworld.strength" + ("" if record.bundled else f" --models {record.models}")
+    command = "nice -n 5 " + record.command("strength")
     print(report(results, command))
     if not args.quick:
         record.save("strength", results, report(results, command))

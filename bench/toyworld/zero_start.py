@@ -250,8 +250,7 @@ def main() -> None:
         print("every recipe is in results.json already")
         return
     results = measure(per_kind=2, recipes=recipes, cfg=EvalConfig(), models_dir=record.models)
-    command = "python -m bench.toyworld.zero_start" + (" --missing" if old else "")
-    command += "" if record.bundled else f" --models {record.models}"
+    command = record.command(NAME) + (" --missing" if old else "")
     command += "" if args.recipes is None else " --recipes " + " ".join(f"'{r.name}'" for r in recipes)
     if old:
         results = merged(old, results)
