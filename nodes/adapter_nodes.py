@@ -63,16 +63,16 @@ class ApplyAdapter(io.ComfyNode):
                     io.String.Input("blocks", default="all",
                                     tooltip="Which of the adapter's blocks to use: 'all', or indices and ranges such "
                                             "as '0-9, 20' (fewer blocks: a weaker, cheaper edit)"),
-                    io.Combo.Input("source_encoding", options=list(SOURCE_ENCODINGS), default="per branch",
+                    io.Combo.Input("source_encoding", options=list(SOURCE_ENCODINGS), default="shared",
                                    optional=True,
-                                   tooltip="per branch: the source is encoded with each guidance branch's own text. "
-                                           "shared: once, with the instruction, for both branches (half the "
-                                           "source cache and its encoding; on ToyWorld within noise of per branch)")],
+                                   tooltip="shared: the source is encoded once, with the instruction, for both "
+                                           "guidance branches (half the source cache and its encoding; on ToyWorld "
+                                           "within noise of per branch). per branch: with each branch's own text")],
             outputs=[io.Model.Output(display_name="model")])
 
     @classmethod
     def execute(cls, model, adapter: AdapterHolder, strength: float, source_cache: str,
-                blocks: str = "all", source_encoding: str = "per branch") -> io.NodeOutput:
+                blocks: str = "all", source_encoding: str = "shared") -> io.NodeOutput:
         chosen = parse_blocks(blocks, available=adapter.adapter.block_ids)
         if source_encoding not in SOURCE_ENCODINGS:
             raise ValueError(f"source_encoding {source_encoding!r}: choose one of {', '.join(SOURCE_ENCODINGS)}")

@@ -102,7 +102,8 @@ def test_a_gguf_model_edits_as_the_core_does_with_the_same_weights(comfyui, gguf
     latent = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(4))
     ctx, neg = torch.randn(1, 5, 4096, generator=torch.Generator().manual_seed(3)), torch.zeros(1, 5, 4096)
     got, ref = host_and_core_edits(model, patched, gguf_wan.core, gguf_adapter, latent,
-                                   with_source([[ctx, {}]], latent), with_source([[neg, {}]], latent), ctx, neg)
+                                   with_source([[ctx, {}]], latent), with_source([[neg, {}]], latent), ctx, neg,
+                                   share_source=True)  # Apply Adapter's default source encoding
     torch.testing.assert_close(got, ref, atol=5e-4, rtol=1e-3)
 
 

@@ -64,9 +64,11 @@ def conditioning(comfyui, latent):
 
 
 def host_and_core_edits(model, patched, core, adapter, latent, positive, negative, ctx, neg, *, features=(),
-                        steps: int = 3, cfg: float = 2.0, shift: float = 3.0, seed: int = 7):
+                        steps: int = 3, cfg: float = 2.0, shift: float = 3.0, seed: int = 7,
+                        share_source: bool = False):
     """The same Euler edit through ComfyUI's sampler with ``patched`` and through the core engine with ``core`` and
-    ``adapter``; both returned in the model's latent space: (host, core)."""
+    ``adapter``; both returned in the model's latent space: (host, core). ``share_source``: the source encoding
+    ``patched`` was applied with ("shared", Apply Adapter's default, or "per branch")."""
     import comfy.sample
     import comfy.samplers
     noise = comfy.sample.prepare_noise(latent, seed)
@@ -77,7 +79,7 @@ def host_and_core_edits(model, patched, core, adapter, latent, positive, negativ
         config = SamplerConfig(steps=steps, cfg=cfg, shift=shift, seed=seed)
         ref = edit_latent(runner, EditRequest(source=model.model.process_latent_in(latent), context=ctx,
                                               negative_context=neg, noise=noise, features=list(features),
-                                              config=config)).latent
+                                              config=config, share_source=share_source)).latent
     return model.model.process_latent_in(out), ref
 
 

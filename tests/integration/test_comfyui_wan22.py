@@ -127,7 +127,8 @@ def test_ksampler_path_matches_the_core_engine_on_ti2v(comfyui, tiny_ti2v, ti2v_
     model, core = tiny_ti2v
     patched = apply(comfyui, model, "ti2v_tiny.safetensors")
     latent = torch.randn(1, 48, 2, 4, 4, generator=torch.Generator().manual_seed(4))
-    got, ref = host_and_core_edits(model, patched, core, ti2v_adapter, latent, *conditioning(comfyui, latent))
+    got, ref = host_and_core_edits(model, patched, core, ti2v_adapter, latent, *conditioning(comfyui, latent),
+                                   share_source=True)  # Apply Adapter's default source encoding
     torch.testing.assert_close(got, ref, atol=2e-4, rtol=1e-4)
 
 
