@@ -229,7 +229,8 @@ def reading(results: dict) -> str:
 
 def report(results: dict, command: str = "python -m bench.toyworld.long_video") -> str:
     q = results["quality"]
-    memory_seconds = f", memory {results['memory_seconds']:.0f} s" if "memory_seconds" in results else ""
+    timing = ", ".join(f"{part} {results[f'{part}_seconds']:.0f} s" for part in ("quality", "memory")
+                       if f"{part}_seconds" in results) or "timed per rerun"
     quality_table = markdown_rows(["system"] + list(METRICS),
                                   [[n] + [q[n][m] for m in METRICS] for n in SYSTEMS if n in q])
     rerun = results.get("partial_rerun")
@@ -249,8 +250,8 @@ hand over (cross-fades included) / everywhere else. Lower is better for drift, j
 colour, shape or background), so drift is small even for independent windows; edits with freedom (a style, a
 new texture) are where sharing is meant to matter, and ToyWorld cannot measure them.
 {memory_report(results)}
-Reproduce: `{command}` (quality {results.get('quality_seconds', 0):.0f} s{memory_seconds} on 2 cores shared with
-other jobs); `--part quality` or `--part memory` reruns one part, `--systems NAME ...` some systems{partial}.
+Reproduce: `{command}` ({timing} on 2 cores shared with other jobs); `--part quality` or `--part memory` reruns
+one part, `--systems NAME ...` some systems{partial}.
 """
 
 
