@@ -349,6 +349,7 @@ def apply_adapter(model, holder: AdapterHolder, *, strength: float, cache: str,
     source encoding, with the instruction, serves both guidance branches (half the source cache and encoding).
     """
     check_compatible(holder.info, backbone_config_of(model))
+    check_no_ffn_lora(holder)
     if in_model_dtype:
         holder = holder.in_dtype(compute_dtype(model))
     patched = model.clone()
@@ -362,6 +363,17 @@ def apply_adapter(model, holder: AdapterHolder, *, strength: float, cache: str,
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, wrapper)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, RunEnd(wrapper))
     return patched
+
+
+def check_no_ffn_lora(holder: AdapterHolder) -> None:
+    """The nodes apply PU-SDA blocks only; an adapter file that also carries a LoRA on the backbone FFNs (the core's
+    ``AdapterConfig.lora_rank``, ToyWorld's ``ffn_lora`` variant) is refused rather than applied in part."""
+    rank = holder.info.adapter_config.lora_rank
+    if rank:
+        raise ValueError(f"adapter {holder.info.path.name} carries a rank-{rank} LoRA on the backbone's FFN layers, "
+                         "which the ComfyUI nodes do not apply (only its PU-SDA blocks would run, a different "
+                         "edit from the one it was trained for): use an adapter trained without an FFN LoRA "
+                         "(lora_rank 0, what IMVE Train Adapter trains)")
 
 
 def find_wrapper(model) -> SourceStreamWrapper:

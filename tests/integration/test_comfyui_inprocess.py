@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -233,6 +234,16 @@ def test_apply_adapter_refuses_a_model_that_is_not_wan_t2v(comfyui, tiny_wan, ad
             comfyui.nodes["IMVEApplyAdapter"].execute(model=other, adapter=holder, strength=1.0, source_cache="device")
     finally:
         other.model.diffusion_model.model_type = "t2v"
+
+
+def test_an_adapter_with_an_ffn_lora_is_refused_not_applied_in_part(comfyui, tiny_wan):
+    model, _ = tiny_wan
+    with_lora = build_adapter(replace(adapter_preset("tiny"), lora_rank=4), TINY, seed=0)
+    save_adapter(comfyui.base / "models" / "imvideoedit" / "tiny_ffn_lora.safetensors", with_lora)
+    holder = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="tiny_ffn_lora.safetensors"))[0]
+    with pytest.raises(ValueError, match=r"tiny_ffn_lora\.safetensors carries a rank-4 LoRA on the backbone's FFN.*"
+                                         r"lora_rank 0"):
+        comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=holder, strength=1.0, source_cache="device")
 
 
 def test_apply_adapter_names_the_source_encodings_it_knows(comfyui, tiny_wan, adapter_file):
