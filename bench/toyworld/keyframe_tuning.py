@@ -236,7 +236,7 @@ def main() -> None:
     else:
         results = measure(per_kind=3, known=2, tuning=KeyframeTuning(), cfg=EvalConfig(), models_dir=models_dir)
     command = "nice -n 5 " + args.record.command(NAME)
-    publish(NAME, results, markdown(results, command=command), write=not args.quick, record=args.record)
+    publish(NAME, results, partial(markdown, command=command), write=not args.quick, record=args.record)
 
 
 if __name__ == "__main__":

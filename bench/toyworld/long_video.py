@@ -38,7 +38,7 @@ from imvideoedit_core.io.video import read_video, write_video
 from . import world
 from .evaluate import EvalConfig, score
 from .models import ADAPTER_FILE, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
-from .report import Record, add_models_argument, markdown_rows, models_folder
+from .report import Record, add_models_argument, markdown_rows, models_folder, publish
 
 WINDOW = 8
 SYSTEMS: dict[str, WindowConfig | None] = {
@@ -292,7 +292,7 @@ def main() -> None:
         print(json.dumps(memory_probe(int(args.probe[0]), args.probe[1], int(args.probe[2]))))
         return
     if args.report_only:
-        record.save("long_video", record.stored("long_video"), report(record.stored("long_video"), command))
+        record.save("long_video", record.stored("long_video"), lambda r: report(r, command))
         return
     torch.set_num_threads(2)
     cfg = LongConfig(per_kind=1, frames=2 * WINDOW, eval=replace(EvalConfig(), steps=2)) if args.quick \
@@ -322,9 +322,7 @@ def main() -> None:
         lengths = [WINDOW] if args.quick else [WINDOW, 4 * WINDOW, 16 * WINDOW]
         results["memory"] = memory(lengths, results["memory_steps"])
         results["memory_seconds"] = round(time.perf_counter() - mem_start, 1)
-    print(report(results, command))
-    if not args.quick:
-        record.save("long_video", results, report(results, command))
+    publish("long_video", results, lambda r: report(r, command), write=not args.quick, record=record)
 
 
 if __name__ == "__main__":

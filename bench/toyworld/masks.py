@@ -34,7 +34,7 @@ from imvideoedit_core.edit.streams import TwoStreamRunner
 from . import world
 from .evaluate import Batch, EvalConfig, decode, edit_success, eval_examples, make_batch
 from .models import ADAPTER_FILE, FRAME_SIZE, MODELS_DIR, load_models
-from .report import Record, add_models_argument, markdown_rows, models_folder
+from .report import Record, add_models_argument, markdown_rows, models_folder, publish
 
 KINDS = world.OBJECT_EDIT_KINDS  # recolor, reshape, remove: the edits with a local region
 DILATE = 2   # pixels added around the ground-truth region to make the user mask
@@ -206,14 +206,12 @@ def reading(results: dict) -> str:
     gain = hard["seam_mae"] - prog["seam_mae"]
     verdict = ("helps a little" if gain > 0.002 else "does not measurably help" if gain > -0.002
                else "hurts")
-    why_no_band = (
-        "In ToyWorld the codec is exact and the edits are flat-coloured objects on a clean background, so a hard "
-        "seam has little to hide, and probably the late steps, which always see the plain mask, decide the result "
-        "near it; a learned VAE with soft object edges is where the band is meant to matter. "
-        if results.get("codec", "PatchCodec") == "PatchCodec" else
-        "The codec here is learned (its decoder draws soft object edges, as a VAE's does), yet the edits are still "
-        "flat-coloured objects on a clean background, so a hard seam has little to hide; probably the late steps, "
-        "which always see the plain mask, decide the result near it. ")
+    codec = ("the codec is exact" if results.get("codec", "PatchCodec") == "PatchCodec" else
+             "the codec is learned (its decoder draws soft object edges, as a VAE's does)")
+    why_no_band = (f"In ToyWorld {codec} and the edits are flat-coloured objects on a clean background, so a hard "
+                   "seam has little to hide, and probably the late steps, which always see the plain mask, decide "
+                   "the result near it; textures a VAE's decoder smears across the seam are where the band is "
+                   "meant to matter. ")
     gate_polarity = ("the gate marks the edited region" if s["gate"]["psnr_target"] >= s["gate_inverted"]["psnr_target"]
                      else "this adapter's gate is *lower* where it edits, so only the inverted gate works as a mask")
     return (f"Reading: against no mask, the hard mask is "
@@ -242,9 +240,7 @@ def main() -> None:
     cfg = (MaskBenchConfig(per_kind=1, bands=(2.0,), eval=EvalConfig(steps=4)) if args.quick
            else MaskBenchConfig())
     results = measure(cfg, record.models)
-    if not args.quick:
-        record.save("masks", results, markdown(results, record.command("masks")))
-    print(markdown(results, record.command("masks")))
+    publish("masks", results, lambda r: markdown(r, record.command("masks")), write=not args.quick, record=record)
     print(json.dumps({"seconds": results["seconds"]}))
 
 

@@ -15,6 +15,7 @@ import argparse
 import fcntl
 import json
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,10 +98,14 @@ class Record:
         """The stored results of measurement ``name``, or None."""
         return json.loads(self.results.read_text()).get(FEATURES_KEY, {}).get(name) if self.results.is_file() else None
 
-    def save(self, name: str, results: dict, markdown: str) -> None:
+    def save(self, name: str, results: dict, render: Callable[[dict], str]) -> str:
+        """Store ``results``, then render them and write the report block; the rendered markdown. The numbers are
+        stored first, so a report that fails to render never costs the measurement."""
         save_feature_results(name, results, path=self.results)
-        block = markdown if self.bundled else self.retitled(markdown)
-        write_feature_section(self.section(name), block, path=self.report)
+        markdown = render(results)
+        write_feature_section(self.section(name), markdown if self.bundled else self.retitled(markdown),
+                              path=self.report)
+        return markdown
 
     def retitled(self, markdown: str) -> str:
         """A candidate's block sits inside its backbone's section: headings one level down, the folder named."""
@@ -142,11 +147,10 @@ def measurement_args(doc: str, help_text: str) -> MeasurementArgs:
     return MeasurementArgs(quick=args.quick, record=Record(models_folder(args.models)))
 
 
-def publish(name: str, results: dict, markdown: str, *, write: bool, record: Record = Record()) -> None:
-    """Print a measurement's section; with ``write``, store it where ``record`` says too."""
-    print(markdown)
-    if write:
-        record.save(name, results, markdown)
+def publish(name: str, results: dict, render: Callable[[dict], str], *, write: bool,
+            record: Record = Record()) -> None:
+    """Print a measurement's section (``render(results)``); with ``write``, store both where ``record`` says."""
+    print(record.save(name, results, render) if write else render(results))
 
 
 def markdown_rows(header: list[str], rows: list[list]) -> str:

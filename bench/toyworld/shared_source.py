@@ -61,7 +61,7 @@ def markdown(results: dict, command: str = f"python -m bench.toyworld.{NAME}") -
         "## One source encoding for both guidance branches", "",
         f"The main adapter on the main evaluation's {results['examples']} held-out examples ({results['per_kind']} "
         f"per edit kind, {results['steps']} Euler steps, cfg {results['cfg']}): the source stream encoded once per "
-        "guidance branch with that branch's text (today's default), or once with the instruction and shared by "
+        "guidance branch with that branch's text (the core's default), or once with the instruction and shared by "
         "both branches (half the source cache and half the encoding).", "",
         markdown_rows(["source encoding", *METRICS, "edit s"], rows), "",
         f"`{command}` ({results['seconds']:.0f} s). Sharing changes psnr_target by "
@@ -72,7 +72,8 @@ def markdown(results: dict, command: str = f"python -m bench.toyworld.{NAME}") -
 def main() -> None:
     args = measurement_args(__doc__, "1 example per kind, 2 steps, nothing written")
     results = measure(EvalConfig(per_kind=1, steps=2) if args.quick else EvalConfig(), args.record.models)
-    publish(NAME, results, markdown(results, args.record.command(NAME)), write=not args.quick, record=args.record)
+    publish(NAME, results, lambda r: markdown(r, args.record.command(NAME)), write=not args.quick,
+            record=args.record)
 
 
 if __name__ == "__main__":

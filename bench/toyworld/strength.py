@@ -28,7 +28,7 @@ from imvideoedit_core.edit.streams import TwoStreamRunner
 from . import world
 from .evaluate import Batch, EvalConfig, decode, eval_examples, make_batch, score
 from .models import ADAPTER_FILE, ToyModels, load_models
-from .report import Record, add_models_argument, markdown_rows, models_folder
+from .report import Record, add_models_argument, markdown_rows, models_folder, publish
 
 FIDELITY = ("psnr_source_outside", "motion_preservation", "warp_error")  # higher, lower, lower is better
 EDITABILITY = ("success", "psnr_target")                                 # higher is better
@@ -197,9 +197,7 @@ def main() -> None:
                    animation_videos=cfg.animation_per_kind * len(world.EDIT_KINDS), frames=cfg.eval.frames,
                    steps=cfg.eval.steps, motions=MOTIONS, seconds=round(time.perf_counter() - start, 1))
     command = "nice -n 5 " + record.command("strength")
-    print(report(results, command))
-    if not args.quick:
-        record.save("strength", results, report(results, command))
+    publish("strength", results, lambda r: report(r, command), write=not args.quick, record=record)
 
 
 if __name__ == "__main__":

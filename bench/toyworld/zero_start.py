@@ -39,7 +39,7 @@ from bench.metrics import psnr
 from .evaluate import EvalConfig, score
 from .keyframe_tuning import KNOWN_KIND, NOVEL_KINDS, Example, edit_video, examples
 from .models import ADAPTER_FILE, MODELS_DIR, ToyModels, load_models
-from .report import Record, add_models_argument, markdown_rows, models_folder, publish, save_feature_results
+from .report import Record, add_models_argument, markdown_rows, models_folder, publish
 
 NAME = "zero_start"
 SCORED_FRAMES = (1, 2, 3, 5, 6)
@@ -259,8 +259,7 @@ def main() -> None:
     command += "" if args.recipes is None else " --recipes " + " ".join(f"'{r.name}'" for r in recipes)
     if old:
         results = merged(old, results)
-    save_feature_results(NAME, results, path=record.results)  # kept even if the report below fails
-    publish(NAME, results, markdown(results, command=command), write=True, record=record)
+    publish(NAME, results, lambda r: markdown(r, command=command), write=True, record=record)
 
 
 if __name__ == "__main__":

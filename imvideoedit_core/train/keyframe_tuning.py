@@ -236,12 +236,12 @@ class StartDefaults:
 
     steps: int
     lr: float
-    low_res_steps: int = 0   # steps at half size before ``steps`` at full size
+    low_res_steps: int = 0   # steps at KeyframeTuning's low_res_scale (half size) before ``steps`` at full size
 
     @property
     def full_steps_equivalent(self) -> float:
-        """The compute in full-size steps: a half-size step sees a quarter of the pixels."""
-        return self.steps + self.low_res_steps / 4
+        """The compute in full-size steps: a low-resolution step counts its share of the pixels."""
+        return self.steps + self.low_res_steps * KeyframeTuning.low_res_scale ** 2
 
 
 # Measured on ToyWorld (docs/decisions.md, "Keyframe tuning"): a trained adapter needs a few hundred gentle steps;
