@@ -14,11 +14,12 @@ the one clip is not taken for the rate.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from imvideoedit_core.model.adapter_file import load_adapter
@@ -29,13 +30,22 @@ from .evaluate import EvalConfig, edit_success, eval_examples, gate_heat_map, ma
 from .models import ADAPTER_FILE, load_models
 
 DEMO_MODELS = Path(__file__).resolve().parent / "runs" / "pretrain_codec"
-REFERENCE = DEMO_MODELS / "demo_reference.json"
+REFERENCE = DEMO_MODELS / "demo_reference.json"            # kind, index and the edit's success
+REFERENCE_FRAMES = DEMO_MODELS / "demo_reference_frames.npz"  # the edited frames as 8-bit RGB
 DEFAULT_KIND, DEFAULT_INDEX = "recolor", 1  # "make the circle cyan": a held-out clip this adapter edits well
 
 
-def frames_digest(frames: torch.Tensor) -> str:
-    """sha256 of the frames as 8-bit RGB: what the mp4 encoder receives."""
-    return hashlib.sha256((frames.clamp(0, 1) * 255).round().to(torch.uint8).numpy().tobytes()).hexdigest()
+@dataclass
+class DemoResult:
+    summary: dict          # what the demo prints
+    frames: np.ndarray     # (T, H, W, 3) uint8: the edited clip as the mp4 encoder receives it
+
+
+def write_reference(result: DemoResult, *, kind: str, index: int) -> None:
+    """Store what ``tests/test_toyworld_models.py`` compares a fresh demo run with."""
+    REFERENCE.write_text(json.dumps({"kind": kind, "index": index, "success": result.summary["success"]},
+                                    indent=1) + "\n")
+    np.savez_compressed(REFERENCE_FRAMES, frames=result.frames)
 
 
 def kind_success_rate(models_dir: Path, kind: str) -> dict | None:
@@ -50,7 +60,8 @@ def kind_success_rate(models_dir: Path, kind: str) -> dict | None:
     return {"success": per_kind["success"], "clips": data["config"]["per_kind"]}
 
 
-def run(out: Path, *, kind: str = DEFAULT_KIND, index: int = DEFAULT_INDEX, models_dir: Path = DEMO_MODELS) -> dict:
+def run(out: Path, *, kind: str = DEFAULT_KIND, index: int = DEFAULT_INDEX,
+        models_dir: Path = DEMO_MODELS) -> DemoResult:
     models = load_models(models_dir)
     adapter = load_adapter(models_dir / ADAPTER_FILE, backbone=models.backbone.config)
     cfg = EvalConfig(per_kind=index + 1)
@@ -62,10 +73,11 @@ def run(out: Path, *, kind: str = DEFAULT_KIND, index: int = DEFAULT_INDEX, mode
     video = write_video(out / "edited.mp4", frames, fps=4)
     write_sheet([example.source_frames, frames, example.target_frames, gate_heat_map(edited.gate[0])],
                 out / "side_by_side.png")
-    return {"instruction": example.instruction, "source_caption": example.source_caption,
-            "mp4": str(out / "edited.mp4"), "codec": video.codec, "png": str(out / "side_by_side.png"),
-            "success": edit_success(frames, example), "judge": judge.judge_edit(frames, example).as_dict(),
-            "kind_success_in_evaluation": kind_success_rate(models_dir, kind), "digest": frames_digest(frames)}
+    summary = {"instruction": example.instruction, "source_caption": example.source_caption,
+               "mp4": str(out / "edited.mp4"), "codec": video.codec, "png": str(out / "side_by_side.png"),
+               "success": edit_success(frames, example), "judge": judge.judge_edit(frames, example).as_dict(),
+               "kind_success_in_evaluation": kind_success_rate(models_dir, kind)}
+    return DemoResult(summary=summary, frames=(frames.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
 
 
 def main() -> None:
@@ -77,15 +89,14 @@ def main() -> None:
                         help="a ToyWorld model folder (default: the codec backbone; bench/toyworld/models: the "
                              "older pixel-space models)")
     parser.add_argument("--write-reference", action="store_true",
-                        help="store the output digest that tests/test_toyworld_models.py checks")
+                        help="store the output that tests/test_toyworld_models.py compares with")
     args = parser.parse_args()
-    torch.set_num_threads(1)  # one thread: the output is bit-for-bit reproducible
+    torch.set_num_threads(1)  # one thread: the output is bit-for-bit reproducible on one machine
     start = time.perf_counter()
-    summary = run(args.out, kind=args.kind, index=args.index, models_dir=args.models)
-    summary["seconds"] = round(time.perf_counter() - start, 2)
+    result = run(args.out, kind=args.kind, index=args.index, models_dir=args.models)
+    summary = {**result.summary, "seconds": round(time.perf_counter() - start, 2)}
     if args.write_reference and args.models == DEMO_MODELS:
-        REFERENCE.write_text(json.dumps({"kind": args.kind, "index": args.index,
-                                         "digest": summary["digest"]}, indent=1) + "\n")
+        write_reference(result, kind=args.kind, index=args.index)
     print("rows of side_by_side.png: source, edited, ground truth, gate (the adapter's mix of edit and source: "
           "bright = generated, dark = kept from the source)")
     print(json.dumps(summary))
