@@ -11,6 +11,8 @@ How it plugs in (facts checked on the 2026-08 main branch; the lowest version is
   shape, the gate's length from the frames seen;
 - the adapter module lives in its own ``ModelPatcher``, returned by the patches' ``models()``, so ComfyUI's memory
   manager loads and offloads it together with the backbone;
+- an adapter's FFN LoRA is the core's forward hooks on the model's FFN linears, attached only while an edit's
+  forward runs (or for a whole training run), so the same MODEL elsewhere, and its stored weights, stay untouched;
 - training and tuning (``ComfyAdaptedModel``) call the patched model's own ``apply_model`` with gradients on, under
   ComfyUI's ``in_training`` switch (differentiable kernels), so no second backbone is built.
 """
@@ -18,8 +20,9 @@ How it plugs in (facts checked on the 2026-08 main branch; the lowest version is
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -29,7 +32,7 @@ import comfy.model_management
 import comfy.model_patcher
 import comfy.patcher_extension
 
-from ..imvideoedit_core.model.adapter import ImVideoEditAdapter
+from ..imvideoedit_core.model.adapter import ImVideoEditAdapter, ffn_lora_applied
 from ..imvideoedit_core.model.adapter_file import AdapterFileInfo, check_compatible
 from ..imvideoedit_core.model.config import WAN21_FAMILY, WAN22_A14B_FAMILY, WAN22_TI2V_FAMILY, BackboneConfig
 from ..imvideoedit_core.model.wan_strides import VAE_SPATIAL_STRIDE, size_multiple
@@ -159,22 +162,19 @@ def vae_size_multiple(vae) -> int:
 
 
 class BlockPatch:
-    """Replaces block ``index``: the frozen block, then the core's AdaptedCall (PU-SDA, or source recording).
+    """Replaces block ``index``: the frozen block, then the core's AdaptedCall (PU-SDA, or source recording)."""
 
-    ``checkpoint``: while gradients are on (training), the frozen block keeps no activations for backward and is
-    recomputed there instead (gradient checkpointing: less memory, one more block forward per step)."""
-
-    def __init__(self, index: int, holder: AdapterHolder, *, checkpoint: bool = False):
+    def __init__(self, index: int, holder: AdapterHolder):
         self.index = index
         self.holder = holder
-        self.checkpoint = checkpoint
 
     def __call__(self, args: dict, extra: dict) -> dict:
         call: AdaptedCall | None = args["transformer_options"].get(STATE_KEY)
-        if self.checkpoint and torch.is_grad_enabled() and call is not None and not call.recording:
-            def frozen_block(img: torch.Tensor) -> torch.Tensor:
-                return extra["original_block"]({**args, "img": img})["img"]
-            out = {"img": torch.utils.checkpoint.checkpoint(frozen_block, args["img"], use_reentrant=False)}
+        if call is not None and call.recording:
+            # the source stream: the frozen block (FFN LoRA included) keeps no graph, as in the core's
+            # encode_source; only the adapter's projections of its output learn
+            with torch.no_grad():
+                out = extra["original_block"](args)
         else:
             out = extra["original_block"](args)
         if call is None:
@@ -186,6 +186,33 @@ class BlockPatch:
 
     def models(self) -> list:
         return [self.holder.patcher]
+
+
+def _checkpointed(forward, *args, **kwargs):
+    if not torch.is_grad_enabled():
+        return forward(*args, **kwargs)
+    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+
+@contextmanager
+def checkpointed_blocks(blocks: torch.nn.ModuleList) -> Iterator[None]:
+    """Gradient checkpointing of every block of ComfyUI's Wan while gradients are on: a block keeps no activations
+    for backward and is recomputed there (less memory, one more forward per step), as the core's backbone does.
+
+    Done on the block modules themselves, not through the block-replace patch's ``original_block``: ComfyUI's Wan
+    builds that closure over its loop variable, so calling it again from backward, after the loop, runs the *last*
+    block (silently wrong gradients for every adapter before it)."""
+    saved = [block.__dict__.get("forward") for block in blocks]
+    for block in blocks:
+        block.forward = partial(_checkpointed, block.forward)
+    try:
+        yield
+    finally:
+        for block, forward in zip(blocks, saved):
+            if forward is None:
+                del block.forward  # the class's forward again
+            else:
+                block.forward = forward
 
 
 class SourceStreamWrapper:
@@ -267,17 +294,22 @@ class SourceStreamWrapper:
                              f"{tuple(x.shape)}: feed the LATENT from IMVE Edit Conditioning to the sampler")
         self._new_run(transformer_options)
         timestep = whole_frame_timesteps(timestep, transformer_options.get("sigmas"))
-        cache = self._source_cache(executor, source, context, clip_fea, time_dim_concat, transformer_options, kwargs)
         training: TrainingForward | None = transformer_options.get(TRAINING_OPTION)
-        call = AdaptedCall(self.holder.adapter, token_grid(x.shape, self.patch_size), cache,
-                           timestep=timestep if timestep.ndim == 2 else timestep.flatten()[: x.shape[0]],
-                           strength=self.strength, record_gates=True,
-                           gate_grad=training is not None and training.gate_grad)
-        try:
-            out = executor(x, timestep, context, clip_fea, time_dim_concat,
-                           {**transformer_options, STATE_KEY: call}, **kwargs)
-        finally:
-            cache.end_step()
+        # the FFN LoRA (if the adapter has one) acts on this model's forwards only while this edit runs; training
+        # attaches it for its whole run instead (a checkpointed block is recomputed in backward, after this returns)
+        lora = self.holder.adapter.ffn_lora if training is None else None
+        with ffn_lora_applied(executor.class_obj.blocks, lora, strength=self.strength):
+            cache = self._source_cache(executor, source, context, clip_fea, time_dim_concat, transformer_options,
+                                       kwargs)
+            call = AdaptedCall(self.holder.adapter, token_grid(x.shape, self.patch_size), cache,
+                               timestep=timestep if timestep.ndim == 2 else timestep.flatten()[: x.shape[0]],
+                               strength=self.strength, record_gates=True,
+                               gate_grad=training is not None and training.gate_grad)
+            try:
+                out = executor(x, timestep, context, clip_fea, time_dim_concat,
+                               {**transformer_options, STATE_KEY: call}, **kwargs)
+            finally:
+                cache.end_step()
         if training is not None:
             training.gates = call.gates
         else:
@@ -339,23 +371,19 @@ def branch_chunk(value, index: int, branches: int):
 
 
 def apply_adapter(model, holder: AdapterHolder, *, strength: float, cache: str,
-                  blocks: tuple[int, ...] | None = None, checkpoint: bool = False, in_model_dtype: bool = True,
-                  share_source: bool = False):
+                  blocks: tuple[int, ...] | None = None, in_model_dtype: bool = True, share_source: bool = False):
     """A patched clone of a ComfyUI MODEL (ModelPatcher holding a Wan T2V model); the input MODEL is untouched.
 
-    ``blocks``: the adapter blocks to use (default: all of them); ``checkpoint``: gradient checkpointing of the
-    adapted frozen blocks while training; ``in_model_dtype``: the adapter computes and caches in the model's compute
-    dtype (a cast copy when the file's differs); training keeps its float32 adapter instead; ``share_source``: one
-    source encoding, with the instruction, serves both guidance branches (half the source cache and encoding).
-    """
+    ``blocks``: the adapter blocks to use (default: all of them); ``in_model_dtype``: the adapter computes and
+    caches in the model's compute dtype (a cast copy when the file's differs); training keeps its float32 adapter
+    instead; ``share_source``: one source encoding, with the instruction, serves both guidance branches (half the
+    source cache and encoding). An adapter's FFN LoRA acts on the model's FFNs while an edit runs."""
     check_compatible(holder.info, backbone_config_of(model))
-    check_no_ffn_lora(holder)
     if in_model_dtype:
         holder = holder.in_dtype(compute_dtype(model))
     patched = model.clone()
     for index in blocks if blocks is not None else holder.adapter.block_ids:
-        patched.set_model_patch_replace(BlockPatch(index, holder, checkpoint=checkpoint), "dit", "double_block",
-                                        index)
+        patched.set_model_patch_replace(BlockPatch(index, holder), "dit", "double_block", index)
     wrapper = SourceStreamWrapper(holder, strength=strength, cache=cache,
                                   process_latent_in=model.model.process_latent_in,
                                   patch_size=tuple(model.model.diffusion_model.patch_size),
@@ -363,17 +391,6 @@ def apply_adapter(model, holder: AdapterHolder, *, strength: float, cache: str,
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, wrapper)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, RunEnd(wrapper))
     return patched
-
-
-def check_no_ffn_lora(holder: AdapterHolder) -> None:
-    """The nodes apply PU-SDA blocks only; an adapter file that also carries a LoRA on the backbone FFNs (the core's
-    ``AdapterConfig.lora_rank``, ToyWorld's ``ffn_lora`` variant) is refused rather than applied in part."""
-    rank = holder.info.adapter_config.lora_rank
-    if rank:
-        raise ValueError(f"adapter {holder.info.path.name} carries a rank-{rank} LoRA on the backbone's FFN layers, "
-                         "which the ComfyUI nodes do not apply (only its PU-SDA blocks would run, a different "
-                         "edit from the one it was trained for): use an adapter trained without an FFN LoRA "
-                         "(lora_rank 0, what IMVE Train Adapter trains)")
 
 
 def find_wrapper(model) -> SourceStreamWrapper:
@@ -406,32 +423,28 @@ class ComfyAdaptedModel:
 
     @contextmanager
     def training(self, *, gradient_checkpointing: bool = False) -> Iterator[None]:
-        """Loads the MODEL and the adapter as ComfyUI's memory manager decides; the backbone frozen."""
+        """Loads the MODEL and the adapter as ComfyUI's memory manager decides; the backbone frozen, the adapter's
+        FFN LoRA (if any) on the backbone's FFNs, every block checkpointed on request."""
         comfy.model_management.load_models_gpu([self.patched, self.holder.patcher])
         diffusion_model = self.patched.model.diffusion_model
         frozen = [p for p in diffusion_model.parameters() if p.requires_grad]
         for p in frozen:
             p.requires_grad_(False)
-        patches = self._block_patches()
-        for patch in patches:
-            patch.checkpoint = gradient_checkpointing
         self.adapter.requires_grad_(True).train()
         # ComfyUI's own training switch: differentiable fallbacks instead of inference-only kernels (e.g. RoPE)
         was_training = getattr(comfy.model_management, "in_training", False)
         comfy.model_management.in_training = True
         try:
-            yield
+            with ExitStack() as stack:
+                stack.enter_context(ffn_lora_applied(diffusion_model.blocks, self.adapter.ffn_lora))
+                if gradient_checkpointing:
+                    stack.enter_context(checkpointed_blocks(diffusion_model.blocks))
+                yield
         finally:
             comfy.model_management.in_training = was_training
             self.adapter.eval()
-            for patch in patches:
-                patch.checkpoint = False
             for p in frozen:
                 p.requires_grad_(True)
-
-    def _block_patches(self) -> list[BlockPatch]:
-        replace = self.patched.model_options["transformer_options"]["patches_replace"]["dit"]
-        return [patch for patch in replace.values() if isinstance(patch, BlockPatch)]
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, source: torch.Tensor, *,
                  frame_offset: int = 0, gate_grad: bool = False) -> StreamOutput:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -15,7 +16,7 @@ from comfy_api.latest import io
 
 from ..imvideoedit_core.model.adapter import build_adapter
 from ..imvideoedit_core.model.adapter_file import load_adapter, read_adapter_info
-from ..imvideoedit_core.model.config import adapter_config_for, expert_sigma_range
+from ..imvideoedit_core.model.config import FFN_LORA_RANK, adapter_config_for, expert_sigma_range
 from ..imvideoedit_core.train.pair_dataset import ImagePair, PairDataset, pairs_from_tensors, validate_size
 from ..imvideoedit_core.train.pair_scan import RESIZE_POLICIES
 from ..imvideoedit_core.edit.sampling import pad_contexts
@@ -155,7 +156,10 @@ class TrainAdapter(io.ComfyNode):
                     io.String.Input("instructions", optional=True, default="", multiline=True,
                                     tooltip="With source_images: one instruction per line for each pair, or one "
                                             "line for all of them"),
-                    checkpointing_input()],
+                    checkpointing_input(),
+                    io.Int.Input("ffn_lora_rank", default=FFN_LORA_RANK, min=0, max=256, optional=True,
+                                 tooltip="Also train a LoRA of this rank on every backbone FFN (the 3D attention "
+                                         "stays frozen); 0 trains the PU-SDA blocks and gate alone")],
             outputs=[Adapter.Output(display_name="adapter"), io.String.Output(display_name="summary")],
             is_output_node=True)
 
@@ -163,7 +167,7 @@ class TrainAdapter(io.ComfyNode):
     def execute(cls, model, vae, clip, pairs_folder: str, adapter_name: str, steps: int, learning_rate: float,
                 batch_size: int, width: int, height: int, resize_policy: str, save_every: int, seed: int,
                 resume: bool, source_images=None, target_images=None, instructions: str = "",
-                gradient_checkpointing: str = "auto") -> io.NodeOutput:
+                gradient_checkpointing: str = "auto", ffn_lora_rank: int = FFN_LORA_RANK) -> io.NodeOutput:
         if bool(width) != bool(height):
             raise ValueError(f"set both width and height (multiples of {vae_size_multiple(vae)}), or leave both at 0")
         out = output_path(adapter_name)
@@ -177,15 +181,18 @@ class TrainAdapter(io.ComfyNode):
                           gradient_checkpointing=use_checkpointing(gradient_checkpointing, model),
                           sigma_range=expert_sigma_range(backbone.expert))
         with torch.inference_mode(False):  # node execution runs under inference_mode; training needs autograd
-            summary = train_through_comfyui(lambda: cls._train(model, vae, clip, dataset, cfg, out, resume),
-                                            checkpointing=cfg.gradient_checkpointing)
+            summary = train_through_comfyui(
+                lambda: cls._train(model, vae, clip, dataset, cfg, out, resume, ffn_lora_rank=ffn_lora_rank),
+                checkpointing=cfg.gradient_checkpointing)
         info = read_adapter_info(out)
         return io.NodeOutput(AdapterHolder.wrap(load_adapter(out), info), summary)
 
     @classmethod
-    def _train(cls, model, vae, clip, dataset, cfg: TrainConfig, out: Path, resume: bool) -> str:
+    def _train(cls, model, vae, clip, dataset, cfg: TrainConfig, out: Path, resume: bool, *,
+               ffn_lora_rank: int) -> str:
         backbone = backbone_config_of(model)
-        adapter = build_adapter(adapter_config_for(backbone), backbone, seed=cfg.seed,
+        adapter_cfg = dataclasses.replace(adapter_config_for(backbone), lora_rank=ffn_lora_rank)
+        adapter = build_adapter(adapter_cfg, backbone, seed=cfg.seed,
                                 device=comfy.model_management.get_torch_device())
         encoders = ComfyEncoders(model, vae, clip)
         data = EncodedPairs(dataset, encode_images=encoders.images, encode_text=encoders.text,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from tiny import latent, randomize, text
-from imvideoedit_core.model.adapter import ImVideoEditAdapter, build_adapter
+from imvideoedit_core.model.adapter import ImVideoEditAdapter, build_adapter, ffn_lora_applied
 from imvideoedit_core.model.config import AdapterConfig, adapter_preset, backbone_preset
 from imvideoedit_core.edit.streams import TwoStreamRunner
 
@@ -118,6 +119,35 @@ def test_ffn_lora_is_identity_at_init_and_detaches(tiny_backbone):
         assert not torch.allclose(run(runner, x, ctx, src).velocity, plain)
     assert all(not block.ffn[0]._forward_hooks for block in tiny_backbone.blocks)
     assert torch.equal(tiny_backbone(x, T, ctx), plain)
+
+
+def test_ffn_lora_hooks_equal_merged_weights_and_scale_with_strength(tiny_backbone):
+    cfg = AdapterConfig(inner_dim=32, num_heads=2, gate_dim=8, time_freq_dim=16, lora_rank=4, lora_alpha=2.0)
+    adapter = build_adapter(cfg, backbone_preset("tiny"), seed=0)
+    randomize(adapter.ffn_lora, seed=4)
+    x, ctx = latent(0), text(0)
+    merged = copy.deepcopy(tiny_backbone)
+    with torch.no_grad():
+        for key, pair in adapter.ffn_lora.layers.items():
+            block, layer = key.split("_")
+            linear = merged.blocks[int(block)].ffn[int(layer)]
+            linear.weight += 0.5 * pair.scale * pair.up.weight @ pair.down.weight  # W + strength * alpha/r * B A
+    with ffn_lora_applied(tiny_backbone.blocks, adapter.ffn_lora, strength=0.5):
+        hooked = tiny_backbone(x, T, ctx)
+    torch.testing.assert_close(hooked, merged(x, T, ctx), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(hooked, tiny_backbone(x, T, ctx))  # the with block detached the hooks
+    with ffn_lora_applied(tiny_backbone.blocks, None):  # an adapter without a LoRA: nothing attached
+        assert torch.equal(tiny_backbone(x, T, ctx), tiny_backbone(x, T, ctx))
+        assert all(not block.ffn[0]._forward_hooks for block in tiny_backbone.blocks)
+
+
+def test_strength_zero_is_identity_with_an_ffn_lora(tiny_backbone):
+    cfg = AdapterConfig(inner_dim=32, num_heads=2, gate_dim=8, time_freq_dim=16, lora_rank=4)
+    adapter = build_adapter(cfg, backbone_preset("tiny"), seed=0)
+    randomize(adapter, seed=5)
+    x, src, ctx = latent(0), latent(1), text(0)
+    with TwoStreamRunner(tiny_backbone, adapter, strength=0.0) as runner:
+        assert torch.equal(run(runner, x, ctx, src).velocity, tiny_backbone(x, T, ctx))
 
 
 def test_block_selection_and_operations_injection():

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from train_data import ReconstructionPairs, tiny_runner
+from imvideoedit_core.model.adapter import build_adapter
 from imvideoedit_core.model.adapter_file import load_adapter, read_adapter_info
 from imvideoedit_core.train.pair_dataset import PairDataset
 from imvideoedit_core.edit.sampling import EditRequest, SamplerConfig, edit_latent
@@ -74,6 +75,19 @@ def test_resume_continues_exactly(tmp_path):
     a, b = load_file(tmp_path / "a.safetensors"), load_file(out)  # EMA weights written to the adapter file
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert read_adapter_info(out).training["steps"] == 6
+
+
+def test_resuming_with_another_ffn_lora_rank_names_the_rank_to_set(tmp_path):
+    out = tmp_path / "plain.safetensors"
+    train_adapter(tiny_runner(), ReconstructionPairs(), TrainConfig(steps=2, batch_size=2), out_path=out)
+    with_lora = tiny_runner()
+    config = dataclasses.replace(with_lora.adapter.config, lora_rank=4)
+    with_lora.adapter = build_adapter(config, with_lora.adapter.backbone_config, seed=0)
+    with pytest.raises(ValueError, match=r"plain\.train-state\.safetensors was saved for a different adapter "
+                                         r"configuration \(an FFN LoRA of rank 0, this run asks for 4: set "
+                                         r"ffn_lora_rank to 0\); start a new run"):
+        train_adapter(with_lora, ReconstructionPairs(), TrainConfig(steps=4, batch_size=2), out_path=out,
+                      resume=True)
 
 
 def test_ema_weights_are_what_gets_saved(tmp_path):

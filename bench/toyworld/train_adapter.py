@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import save_file
 
 from imvideoedit_core.model.adapter import build_adapter
-from imvideoedit_core.model.config import AdapterConfig, adapter_preset
+from imvideoedit_core.model.config import FFN_LORA_RANK, AdapterConfig, adapter_preset
 from imvideoedit_core.edit.streams import TwoStreamRunner
 from imvideoedit_core.train.trainer import LatentBatch, TrainConfig, difference_mask, train_adapter
 
@@ -73,7 +73,7 @@ class ToyEditPairs:
 def adapter_config(variant: str) -> AdapterConfig:
     base = adapter_preset("toy")
     gate = {"no_gate": "none", "blind_gate": "blind"}.get(variant, "text")
-    return dataclasses.replace(base, gate=gate, lora_rank=8 if variant == "ffn_lora" else 0)
+    return dataclasses.replace(base, gate=gate, lora_rank=FFN_LORA_RANK if variant == "ffn_lora" else 0)
 
 
 def output_path(variant: str, *, models_dir: Path = MODELS_DIR, runs_dir: Path = RUNS_DIR) -> Path:

@@ -21,7 +21,7 @@ from typing import Iterator, Literal, Sequence
 
 import torch
 
-from ..model.adapter import ImVideoEditAdapter, SourceKV
+from ..model.adapter import ImVideoEditAdapter, SourceKV, attach_ffn_lora
 from ..model.backbone import BlockContext, WanDiT
 
 CachePlacement = Literal["device", "cpu", "off"]
@@ -256,12 +256,7 @@ class TwoStreamRunner:
             return self
         for i in self.adapter.block_ids:
             self._handles.append(self.backbone.blocks[i].register_forward_hook(self._block_hook(i)))
-        if self.adapter.ffn_lora is not None:
-            for key, pair in self.adapter.ffn_lora.layers.items():
-                block, layer = key.split("_")
-                linear = self.backbone.blocks[int(block)].ffn[int(layer)]
-                self._handles.append(linear.register_forward_hook(
-                    lambda mod, args, out, pair=pair: out + pair(args[0]).to(out.dtype)))
+        self._handles += attach_ffn_lora(self.backbone.blocks, self.adapter.ffn_lora, strength=self.strength)
         return self
 
     def detach(self) -> None:

@@ -15,8 +15,11 @@ sampling step: :meth:`ImVideoEditAdapter.source_features` computes it once per r
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from types import SimpleNamespace
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -180,6 +183,36 @@ class FFNLoRA(nn.Module):
         for i in range(bcfg.num_layers):
             self.layers[f"{i}_0"] = LoRAPair(bcfg.dim, bcfg.ffn_dim, rank, scale, **kw)
             self.layers[f"{i}_2"] = LoRAPair(bcfg.ffn_dim, bcfg.dim, rank, scale, **kw)
+
+
+def _add_lora(module: nn.Module, args: tuple, out: torch.Tensor, *, pair: LoRAPair, strength: float) -> torch.Tensor:
+    return out + (pair(args[0]) * strength).to(out.dtype)
+
+
+def attach_ffn_lora(blocks: Sequence[nn.Module], lora: FFNLoRA | None, *,
+                    strength: float = 1.0) -> list[torch.utils.hooks.RemovableHandle]:
+    """Forward hooks that add ``strength`` x the LoRA's update to the output of every backbone FFN linear
+    (``blocks[i].ffn[0]`` and ``blocks[i].ffn[2]``, Wan's layout in the core's backbone and in ComfyUI's alike), so
+    the frozen weights stay untouched in whatever storage they have (fp8, GGUF). Remove the handles to detach."""
+    if lora is None:
+        return []
+    handles = []
+    for key, pair in lora.layers.items():
+        block, layer = key.split("_")
+        linear = blocks[int(block)].ffn[int(layer)]
+        handles.append(linear.register_forward_hook(partial(_add_lora, pair=pair, strength=strength)))
+    return handles
+
+
+@contextmanager
+def ffn_lora_applied(blocks: Sequence[nn.Module], lora: FFNLoRA | None, *, strength: float = 1.0) -> Iterator[None]:
+    """:func:`attach_ffn_lora` for the duration of a ``with`` block (a host's one forward)."""
+    handles = attach_ffn_lora(blocks, lora, strength=strength)
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class ImVideoEditAdapter(nn.Module):

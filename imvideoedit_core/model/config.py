@@ -108,6 +108,11 @@ class BackboneConfig:
         return _from_json(cls, text)
 
 
+# The FFN LoRA rank of ToyWorld's ``ffn_lora`` variant, ahead of PU-SDA alone on the codec backbone on two seeds
+# (docs/toyworld.md): IMVE Train Adapter's default. ``AdapterConfig.lora_rank`` stays 0 (the measured tables' "ours").
+FFN_LORA_RANK = 8
+
+
 @dataclass(frozen=True)
 class AdapterConfig:
     """The PU-SDA adapter and its semantic gate.

@@ -281,7 +281,10 @@ def load_train_state(path: Path, adapter: nn.Module, optimizer: torch.optim.Opti
     try:
         adapter.load_state_dict(adapter_sd)
     except RuntimeError as err:
-        raise ValueError(f"{path.name} was saved for a different adapter configuration; start a new run "
+        saved, wanted = _ffn_lora_rank(adapter_sd), _ffn_lora_rank(adapter.state_dict())
+        detail = f" (an FFN LoRA of rank {saved}, this run asks for {wanted}: set ffn_lora_rank to {saved})" \
+            if saved != wanted else ""
+        raise ValueError(f"{path.name} was saved for a different adapter configuration{detail}; start a new run "
                          f"(turn resume off) or pick the matching output name") from err
     if ema is not None:
         ema.shadow = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")} or ema.shadow
@@ -294,6 +297,12 @@ def load_train_state(path: Path, adapter: nn.Module, optimizer: torch.optim.Opti
     sd["state"] = state
     optimizer.load_state_dict(sd)
     return int(meta["step"])
+
+
+def _ffn_lora_rank(state_dict: dict[str, torch.Tensor]) -> int:
+    """The rank of the FFN LoRA in an adapter state dict; 0 without one."""
+    downs = [v for k, v in state_dict.items() if k.startswith("ffn_lora.") and k.endswith(".down.weight")]
+    return downs[0].shape[0] if downs else 0
 
 
 def _save(out: Path, adapter: ImVideoEditAdapter, optimizer, ema: EMA | None, step: int, cfg: TrainConfig,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 
@@ -16,7 +17,7 @@ from tiny import randomize
 from imvideoedit_core.model.adapter import build_adapter
 from imvideoedit_core.model.adapter_file import save_adapter
 from imvideoedit_core.model.backbone import build_backbone
-from imvideoedit_core.model.config import adapter_preset, backbone_preset
+from imvideoedit_core.model.config import FFN_LORA_RANK, adapter_preset, backbone_preset
 from imvideoedit_core.edit.sampling import EditRequest, SamplerConfig, edit_latent, flow_sigmas
 from imvideoedit_core.edit.streams import TwoStreamRunner
 
@@ -28,18 +29,23 @@ def output(node_output):
     return node_output.args if hasattr(node_output, "args") else node_output.result
 
 
-@pytest.fixture(scope="module")
-def tiny_wan(comfyui, tmp_path_factory):
-    """A tiny Wan 2.1 T2V checkpoint loaded through ComfyUI's own loader, and the same weights in the core."""
+def load_tiny_wan(folder, cfg=TINY):
+    """A tiny Wan 2.1 T2V checkpoint of ``cfg`` loaded through ComfyUI's own loader, and the same weights in the
+    core: (ComfyUI MODEL, core backbone)."""
     import comfy.sd
-    core = build_backbone(TINY, seed=0)
+    core = build_backbone(cfg, seed=0)
     with torch.no_grad():
         core.head.head.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
-    path = tmp_path_factory.mktemp("ckpt") / "wan_tiny.safetensors"
-    meta = {"config": json.dumps({"transformer": {"num_heads": TINY.num_heads, "freq_dim": TINY.freq_dim,
-                                                  "text_dim": TINY.text_dim}})}
+    path = folder / "wan_tiny.safetensors"
+    meta = {"config": json.dumps({"transformer": {"num_heads": cfg.num_heads, "freq_dim": cfg.freq_dim,
+                                                  "text_dim": cfg.text_dim}})}
     save_file({k: v.contiguous() for k, v in core.state_dict().items()}, str(path), metadata=meta)
     return comfy.sd.load_diffusion_model(str(path)), core.requires_grad_(False).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_wan(comfyui, tmp_path_factory):
+    return load_tiny_wan(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +72,7 @@ def conditioning(comfyui, latent):
 
 def host_and_core_edits(model, patched, core, adapter, latent, positive, negative, ctx, neg, *, features=(),
                         steps: int = 3, cfg: float = 2.0, shift: float = 3.0, seed: int = 7,
-                        share_source: bool = False):
+                        share_source: bool = False, strength: float = 1.0):
     """The same Euler edit through ComfyUI's sampler with ``patched`` and through the core engine with ``core`` and
     ``adapter``; both returned in the model's latent space: (host, core). ``share_source``: the source encoding
     ``patched`` was applied with ("shared", Apply Adapter's default, or "per branch")."""
@@ -76,7 +82,7 @@ def host_and_core_edits(model, patched, core, adapter, latent, positive, negativ
     out = comfy.sample.sample_custom(patched, noise, cfg, comfy.samplers.sampler_object("euler"),
                                      flow_sigmas(steps, shift=shift).float(), positive, negative, latent, seed=seed,
                                      disable_pbar=True)
-    with TwoStreamRunner(core, adapter) as runner, torch.no_grad():
+    with TwoStreamRunner(core, adapter, strength=strength) as runner, torch.no_grad():
         config = SamplerConfig(steps=steps, cfg=cfg, shift=shift, seed=seed)
         ref = edit_latent(runner, EditRequest(source=model.model.process_latent_in(latent), context=ctx,
                                               negative_context=neg, noise=noise, features=list(features),
@@ -236,14 +242,30 @@ def test_apply_adapter_refuses_a_model_that_is_not_wan_t2v(comfyui, tiny_wan, ad
         other.model.diffusion_model.model_type = "t2v"
 
 
-def test_an_adapter_with_an_ffn_lora_is_refused_not_applied_in_part(comfyui, tiny_wan):
-    model, _ = tiny_wan
-    with_lora = build_adapter(replace(adapter_preset("tiny"), lora_rank=4), TINY, seed=0)
-    save_adapter(comfyui.base / "models" / "imvideoedit" / "tiny_ffn_lora.safetensors", with_lora)
+def test_an_adapter_with_an_ffn_lora_edits_as_the_core_does(comfyui, tiny_wan):
+    model, core = tiny_wan
+    with_lora = randomize(build_adapter(replace(adapter_preset("tiny"), lora_rank=4), TINY, seed=0), seed=6, std=0.2)
+    save_adapter(comfyui.base / "models" / "imvideoedit" / "tiny_ffn_lora.safetensors", with_lora, dtype="float32")
     holder = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="tiny_ffn_lora.safetensors"))[0]
-    with pytest.raises(ValueError, match=r"tiny_ffn_lora\.safetensors carries a rank-4 LoRA on the backbone's FFN.*"
-                                         r"lora_rank 0"):
-        comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=holder, strength=1.0, source_cache="device")
+    patched = output(comfyui.nodes["IMVEApplyAdapter"].execute(model=model, adapter=holder, strength=0.7,
+                                                             source_cache="device"))[0]
+    latent = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    positive, negative, ctx, neg = conditioning(comfyui, latent)
+    core_runs = {}
+    for name, lora in (("with", with_lora), ("without", replace_lora(with_lora, None))):
+        with torch.no_grad():
+            host, core_runs[name] = host_and_core_edits(model, patched, core, lora, latent, positive, negative,
+                                                        ctx, neg, share_source=True, strength=0.7)
+    assert torch.allclose(host, core_runs["with"], atol=2e-4, rtol=1e-4), (host - core_runs["with"]).abs().max()
+    assert (host - core_runs["without"]).abs().max() > 1e-3  # the LoRA is applied, not dropped
+    assert not any(block.ffn[0]._forward_hooks for block in model.model.diffusion_model.blocks)  # only while editing
+
+
+def replace_lora(adapter, lora):
+    """A copy of ``adapter`` with its FFN LoRA replaced (None: the PU-SDA blocks alone)."""
+    other = copy.deepcopy(adapter)
+    other.ffn_lora = lora
+    return other
 
 
 def test_apply_adapter_names_the_source_encodings_it_knows(comfyui, tiny_wan, adapter_file):
@@ -275,6 +297,9 @@ def test_training_node_trains_saves_and_loads(comfyui, tiny_wan):
     assert last < first, summary
     loaded = output(comfyui.nodes["IMVELoadAdapter"].execute(adapter_name="trained.safetensors"))[0]
     assert loaded.info.training["steps"] == 30
+    # the default trains the FFN LoRA too (zero-initialised ``up``: non-zero only if it learned through the hooks)
+    assert loaded.info.adapter_config.lora_rank == FFN_LORA_RANK
+    assert all(pair.up.weight.abs().sum() > 0 for pair in loaded.adapter.ffn_lora.layers.values())
 
 
 def test_cancelled_training_leaves_the_last_good_checkpoint(comfyui, tiny_wan, monkeypatch):

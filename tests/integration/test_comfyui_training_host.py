@@ -3,19 +3,23 @@ LoRAs included, gradient checkpointing, and an out-of-memory error that says wha
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from comfy_standins import StandInCLIP, StandInVAE, ffn_lora
-from test_comfyui_inprocess import TINY, _write_pairs, adapter_file, output, tiny_wan  # noqa: F401 (fixtures)
+from test_comfyui_inprocess import (TINY, _write_pairs, adapter_file, load_tiny_wan, output,  # noqa: F401
+                                     tiny_wan)  # (fixtures)
 from tiny import randomize
 from imvideoedit_core.model.adapter import build_adapter
 from imvideoedit_core.model.config import adapter_preset
 from imvideoedit_core.edit.streams import TwoStreamRunner
 
 
-def adapter(seed: int = 2):
-    return randomize(build_adapter(adapter_preset("tiny"), TINY, seed=0), seed=seed, std=0.2)
+def adapter(seed: int = 2, *, lora_rank: int = 0):
+    cfg = replace(adapter_preset("tiny"), lora_rank=lora_rank)
+    return randomize(build_adapter(cfg, TINY, seed=0), seed=seed, std=0.2)
 
 
 def inputs():
@@ -35,29 +39,42 @@ def loss_and_grads(model, *, checkpointing: bool = False, gate_grad: bool = True
     return out.velocity.detach(), loss.item(), grads
 
 
-def test_the_training_forward_through_comfyui_matches_the_core(comfyui, tiny_wan):
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_the_training_forward_through_comfyui_matches_the_core(comfyui, tiny_wan, lora_rank):
     from imvideoedit_pack.nodes.host import ComfyAdaptedModel
     model, core = tiny_wan
-    comfy_velocity, comfy_loss, comfy_grads = loss_and_grads(ComfyAdaptedModel(model, adapter()))
-    core_velocity, core_loss, core_grads = loss_and_grads(TwoStreamRunner(core, adapter()))
+    comfy_velocity, comfy_loss, comfy_grads = loss_and_grads(ComfyAdaptedModel(model, adapter(lora_rank=lora_rank)))
+    core_velocity, core_loss, core_grads = loss_and_grads(TwoStreamRunner(core, adapter(lora_rank=lora_rank)))
     assert torch.allclose(comfy_velocity, core_velocity, atol=1e-4), (comfy_velocity - core_velocity).abs().max()
     assert comfy_loss == pytest.approx(core_loss, rel=1e-5)
     assert set(comfy_grads) == set(core_grads)
     # the source side's projections (k, v) learn too: their gradients come through the recorded source stream
     assert any(".k." in name and comfy_grads[name].abs().sum() > 0 for name in comfy_grads)
+    # with an FFN LoRA, its factors learn through ComfyUI's FFN layers as through the core's
+    assert any("ffn_lora" in name and g.abs().sum() > 0 for name, g in comfy_grads.items()) == bool(lora_rank)
     for name in core_grads:
         assert torch.allclose(comfy_grads[name], core_grads[name], atol=1e-5, rtol=1e-4), name
     assert all(p.grad is None for p in model.model.diffusion_model.parameters())  # the backbone stays frozen
+    assert not any(block.ffn[0]._forward_hooks for block in model.model.diffusion_model.blocks)  # hooks removed
 
 
-def test_gradient_checkpointing_through_comfyui_gives_the_same_gradients(comfyui, tiny_wan):
+def test_gradient_checkpointing_through_comfyui_gives_the_core_gradients(comfyui, tmp_path):
+    """Three blocks and an FFN LoRA: a checkpointed block is recomputed in backward, where it must be the same block
+    (ComfyUI's ``original_block`` closure would run the last one) and the LoRA must still act."""
     from imvideoedit_pack.nodes.host import ComfyAdaptedModel
-    model, _ = tiny_wan
-    _, plain_loss, plain = loss_and_grads(ComfyAdaptedModel(model, adapter()))
-    _, ckpt_loss, ckpt = loss_and_grads(ComfyAdaptedModel(model, adapter()), checkpointing=True)
-    assert ckpt_loss == pytest.approx(plain_loss, rel=1e-6)
-    for name in plain:
-        assert torch.allclose(ckpt[name], plain[name], atol=1e-6), name
+    deep = replace(TINY, num_layers=3)
+    model, core = load_tiny_wan(tmp_path, deep)
+
+    def deep_adapter():
+        cfg = replace(adapter_preset("tiny"), lora_rank=4)
+        return randomize(build_adapter(cfg, deep, seed=0), seed=2, std=0.2)
+    _, core_loss, core_grads = loss_and_grads(TwoStreamRunner(core, deep_adapter()), checkpointing=True)
+    _, ckpt_loss, ckpt = loss_and_grads(ComfyAdaptedModel(model, deep_adapter()), checkpointing=True)
+    assert ckpt_loss == pytest.approx(core_loss, rel=1e-5)
+    assert set(ckpt) == set(core_grads) and any("ffn_lora.layers.0" in name for name in ckpt)
+    for name in core_grads:
+        assert torch.allclose(ckpt[name], core_grads[name], atol=1e-5, rtol=1e-4), name
+    assert all("forward" not in block.__dict__ for block in model.model.diffusion_model.blocks)  # detached
 
 
 def test_a_lora_on_the_model_is_in_the_training_loss(comfyui, tiny_wan):
