@@ -35,8 +35,9 @@ GOALS = {"present": (">=", 0.95), "shape": (">=", 0.90), "stability_vs_truth": (
          "acceleration_vs_truth": ("<=", 2.0), "background": ("<=", 0.03)}
 
 
-def held_out_scenes(count: int, *, frames: int, max_objects: int = world.MAX_OBJECTS) -> list[world.Scene]:
-    seeds = world.split_seeds("eval", count=count, start=SEED_START)
+def held_out_scenes(count: int, *, frames: int, max_objects: int = world.MAX_OBJECTS,
+                    start: int = SEED_START) -> list[world.Scene]:
+    seeds = world.split_seeds("eval", count=count, start=start)
     return [world.random_scene(np.random.default_rng(s), size=FRAME_SIZE, frames=frames, max_objects=max_objects)
             for s in seeds]
 
