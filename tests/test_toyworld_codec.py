@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -161,3 +162,31 @@ def test_the_committed_codec_backbone_loads_with_its_codec_and_adapter_and_edits
     assert batch.source.shape == (1, 16, 8, 8, 8)                  # 32x32 frames, 4x smaller latents
     out = run_adapter(models, load_adapter(folder / "adapter.safetensors"), batch, cfg)
     assert out.frames.shape == (1, 8, 32, 32, 3) and out.gate.shape == (1, 8, 4, 4)
+
+
+def test_a_run_continues_another_runs_weights_under_a_new_recipe(tmp_path):
+    codec_dir, first, second = tmp_path / "codec", tmp_path / "first", tmp_path / "second"
+    codec_dir.mkdir()
+    save_codec(codec_dir, ConvCodec(CodecConfig(channels=16, widths=(8, 8, 8))), summary={})
+    for out in (first, second):
+        use_codec(out, codec_dir)
+    cfg = PretrainConfig(steps=2, video_batch=2, image_batch=3, warmup=1, preset="toy-pos", pool_clips=4)
+    pretrain(cfg, first)
+    # videos only, from the first run's weights: step 0's update starts from them, not from a fresh init
+    videos_only = replace(cfg, steps=1, video_every=1, init=str(first), seed=1)
+    assert all(videos_only.is_video_step(step) for step in range(5))
+    assert [cfg.is_video_step(step) for step in range(4)] == [True, False, True, False]
+    pool = latent_pool(videos_only, load_models(first).codec, second)
+    assert pool.batch(videos_only, 1)[0].shape[2] == 8  # an odd step is a video step too
+    start = {k: v.float() for k, v in load_models(first).backbone.state_dict().items()}
+    pretrain(replace(videos_only, lr=1e-12, min_lr=1e-12), second)  # a step too small to move a weight
+    continued = load_models(second).backbone.state_dict()
+    assert all(torch.allclose(continued[k].float(), v, atol=1e-3) for k, v in start.items())
+    with pytest.raises(ValueError, match="this run's preset builds"):
+        pretrain(replace(videos_only, preset="toy-pos-wide"), tmp_path / "wide")
+    other = tmp_path / "other_codec"
+    other.mkdir()
+    save_codec(other, ConvCodec(CodecConfig(channels=16, widths=(8, 8, 8))), summary={"seed": 1})
+    use_codec(tmp_path / "third", other)
+    with pytest.raises(ValueError, match="its codec is not this run's; give the same --codec folder"):
+        pretrain(videos_only, tmp_path / "third")

@@ -90,6 +90,8 @@ def test_the_noise_shift_moves_training_towards_pure_noise():
     (["--noise-shift", "-1"], "--noise-shift -1.0: the shift must be positive"),
     (["--workers", "-2"], "--workers -2: give 0 or more worker processes"),
     (["--device", "nope"], "--device nope: Expected one of cpu"),
+    (["--video-every", "0"], r"--video-every 0: give 1 \(videos only\) or more"),
+    (["--init", "/nowhere"], "--init /nowhere: no backbone.safetensors there; give a ToyWorld model folder"),
 ])
 def test_pretraining_command_line_names_a_bad_setting_before_training(tmp_path, monkeypatch, argv, message):
     monkeypatch.setattr("sys.argv", ["pretrain", "--out", str(tmp_path), *argv])

@@ -35,8 +35,14 @@ judged on held-out captions every 4000 steps (``OUT/generation_curve.jsonl``):
     python -m bench.toyworld.pretrain --positions --lr 2e-3 --noise-shift 3 --codec out/codec --video-batch 16 \
         --image-batch 64 --pool-clips 12000 --steps 20000 --judge-every 4000 --out out/pretrain-codec
 
+A run can start from another run's weights under a new recipe (``--init DIR``, same backbone preset and codec),
+e.g. videos only (``--video-every 1``) against the alternation continued, at about equal compute:
+
+    python -m bench.toyworld.pretrain --positions --lr 5e-4 --noise-shift 3 --codec DIR --init DIR --video-batch 16 \
+        --image-batch 64 --pool-clips 12000 --video-every 1 --steps 6000 --judge-every 2000 --out out/videos-only
+
 Steps alternate between batches of 8-frame videos and batches of single frames (one-frame videos), as Wan is
-trained on both. Scenes come from training-split seeds only; a share of them carries a global style so that the
+trained on both (``--video-every``). Scenes come from training-split seeds only; a share of them carries a global style so that the
 backbone can render the targets of style edits.
 """
 
@@ -65,8 +71,8 @@ from imvideoedit_core.edit.sampling import noised, shift_sigma
 from imvideoedit_core.train.trainer import EMA, load_train_state, save_train_state
 
 from . import world
-from .models import (CODEC_FILE, FRAME_SIZE, MODELS_DIR, ToyModels, folder_codec, new_backbone, new_text_encoder,
-                     save_models)
+from .models import (BACKBONE_FILE, CODEC_FILE, FRAME_SIZE, MODELS_DIR, ToyModels, folder_codec, load_models,
+                     new_backbone, new_text_encoder, save_models)
 
 STYLE_SHARE = 0.2       # scenes rendered with a random global style
 CAPTION_DROPOUT = 0.1   # scenes trained with the empty caption (for classifier-free guidance)
@@ -95,6 +101,11 @@ class PretrainConfig:
     max_objects: int = world.MAX_OBJECTS  # fewer: a simpler world (a diagnostic of what the compute can learn)
     noise_shift: float = 1.0       # > 1: training noise levels moved towards pure noise (where layouts are decided)
     pool_clips: int = 0            # > 0: draw batches from this many clips encoded once (``LatentPool``)
+    video_every: int = 2           # a video batch every this many steps, single frames between (1: videos only)
+    init: str = ""                 # a model folder whose backbone and text encoder start the run (same codec)
+
+    def is_video_step(self, step: int) -> bool:
+        return step % self.video_every == 0
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up, then a cosine decay from lr to min_lr at the last step."""
@@ -129,9 +140,9 @@ def training_scene(scene_seed: int, *, frames: int, max_objects: int = world.MAX
 
 
 def batch(cfg: PretrainConfig, step: int, codec) -> tuple[torch.Tensor, list[str]]:
-    """Latents (B, C, T, h, w) through ``codec`` and captions for one step: videos on even steps, single frames on
-    odd ones."""
-    video = step % 2 == 0
+    """Latents (B, C, T, h, w) through ``codec`` and captions for one step: videos every ``video_every`` steps,
+    single frames on the others."""
+    video = cfg.is_video_step(step)
     size, frames = (cfg.video_batch, cfg.frames) if video else (cfg.image_batch, 1)
     scenes = [training_scene(train_seed(cfg.seed, step, i), frames=frames, max_objects=cfg.max_objects)
               for i in range(size)]
@@ -153,7 +164,7 @@ class LatentPool:
 
     def batch(self, cfg: PretrainConfig, step: int) -> tuple[torch.Tensor, list[str]]:
         rng = np.random.default_rng([cfg.seed, step, 7])
-        video = step % 2 == 0
+        video = cfg.is_video_step(step)
         size = cfg.video_batch if video else cfg.image_batch
         clips = rng.integers(len(self.captions), size=size)
         if video:
@@ -306,6 +317,8 @@ def pretrain(cfg: PretrainConfig, out: Path, *, minutes: float = math.inf, save_
     codec = folder_codec(out)
     backbone = new_backbone(cfg.seed, cfg.preset, cfg.prediction)
     models = ToyModels(backbone=backbone, text_encoder=new_text_encoder(cfg.seed, backbone.config))
+    if cfg.init:
+        start_from(models, Path(cfg.init), out)
     both = _Both(models).to(device)
     optimizer = torch.optim.AdamW(both.parameters(), lr=cfg.lr, weight_decay=0.01)
     ema = EMA(both, cfg.ema_decay)
@@ -347,6 +360,19 @@ def pretrain(cfg: PretrainConfig, out: Path, *, minutes: float = math.inf, save_
         summary = _summary(identity, step, losses, time.perf_counter() - start)
         print(json.dumps(summary), file=log, flush=True)
     return summary
+
+
+def start_from(models: ToyModels, folder: Path, out: Path) -> None:
+    """Copy the backbone and text encoder of the model folder ``folder`` into ``models`` (a run continued under a
+    new recipe); refused unless its backbone has the run's shape and its codec is the run's."""
+    start = load_models(folder)
+    if start.backbone.config != models.backbone.config:
+        raise ValueError(f"--init {folder}: its backbone is {start.backbone.config.to_json()}, this run's preset "
+                         f"builds {models.backbone.config.to_json()}: pick the matching --preset")
+    if _codec_digest(folder) != _codec_digest(out):
+        raise ValueError(f"--init {folder}: its codec is not this run's; give the same --codec folder")
+    models.backbone.load_state_dict(start.backbone.state_dict())
+    models.text_encoder.load_state_dict(start.text_encoder.state_dict())
 
 
 def _save(out: Path, both: _Both, optimizer, ema: EMA, step: int, identity: _StateConfig,
@@ -402,6 +428,11 @@ def main() -> None:
                         help="draw batches from this many training clips encoded once (0: fresh scenes every step)")
     parser.add_argument("--video-batch", type=int, default=None, help="clips a video step (default: the recipe's)")
     parser.add_argument("--image-batch", type=int, default=None, help="frames an image step (default: the recipe's)")
+    parser.add_argument("--video-every", type=int, default=None,
+                        help="a video batch every this many steps, single frames between (default 2; 1: videos only)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from this model folder's backbone and text encoder (a run continued under a new "
+                             "recipe; its codec must be the run's)")
     parser.add_argument("--quick", action="store_true", help="a few steps on small batches (CI smoke run)")
     args = parser.parse_args()
     try:
@@ -441,14 +472,26 @@ def main() -> None:
             if getattr(args, name) < 1:
                 raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)}: give at least 1")
             cfg = dataclasses.replace(cfg, **{name: getattr(args, name)})
+    if args.video_every is not None:
+        if args.video_every < 1:
+            raise SystemExit(f"--video-every {args.video_every}: give 1 (videos only) or more")
+        cfg = dataclasses.replace(cfg, video_every=args.video_every)
+    if args.init is not None:
+        if not (args.init / BACKBONE_FILE).is_file():
+            raise SystemExit(f"--init {args.init}: no {BACKBONE_FILE} there; give a ToyWorld model folder")
+        cfg = dataclasses.replace(cfg, init=str(args.init))
     if args.codec is not None:
         try:
             use_codec(args.out, args.codec)
         except ValueError as error:
             raise SystemExit(f"--codec: {error}") from None
     torch.set_num_threads(2)
-    print(json.dumps(pretrain(cfg, args.out, minutes=args.minutes, save_every=args.save_every,
-                              workers=args.workers, device=args.device, judge_every=args.judge_every)))
+    try:
+        summary = pretrain(cfg, args.out, minutes=args.minutes, save_every=args.save_every, workers=args.workers,
+                           device=args.device, judge_every=args.judge_every)
+    except ValueError as error:  # a run the options do not fit (--init's shape or codec, a resume's settings)
+        raise SystemExit(str(error)) from None
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
