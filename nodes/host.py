@@ -20,7 +20,7 @@ How it plugs in (facts checked on the 2026-08 main branch; the lowest version is
 from __future__ import annotations
 
 import copy
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -170,12 +170,10 @@ class BlockPatch:
 
     def __call__(self, args: dict, extra: dict) -> dict:
         call: AdaptedCall | None = args["transformer_options"].get(STATE_KEY)
-        if call is not None and call.recording:
-            # the source stream: the frozen block (FFN LoRA included) keeps no graph, as in the core's
-            # encode_source; only the adapter's projections of its output learn
-            with torch.no_grad():
-                out = extra["original_block"](args)
-        else:
+        # the source stream's frozen block (FFN LoRA included) keeps no graph, as in the core's encode_source;
+        # only the adapter's projections of its output learn
+        recording = call is not None and call.recording
+        with torch.no_grad() if recording else nullcontext():
             out = extra["original_block"](args)
         if call is None:
             return out

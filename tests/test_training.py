@@ -85,7 +85,7 @@ def test_resuming_with_another_ffn_lora_rank_names_the_rank_to_set(tmp_path):
     with_lora.adapter = build_adapter(config, with_lora.adapter.backbone_config, seed=0)
     with pytest.raises(ValueError, match=r"plain\.train-state\.safetensors was saved for a different adapter "
                                          r"configuration \(an FFN LoRA of rank 0, this run asks for 4: set "
-                                         r"ffn_lora_rank to 0\); start a new run"):
+                                         r"ffn_lora_rank \(lora_rank\) to 0\); start a new run"):
         train_adapter(with_lora, ReconstructionPairs(), TrainConfig(steps=4, batch_size=2), out_path=out,
                       resume=True)
 

@@ -282,7 +282,7 @@ def load_train_state(path: Path, adapter: nn.Module, optimizer: torch.optim.Opti
         adapter.load_state_dict(adapter_sd)
     except RuntimeError as err:
         saved, wanted = _ffn_lora_rank(adapter_sd), _ffn_lora_rank(adapter.state_dict())
-        detail = f" (an FFN LoRA of rank {saved}, this run asks for {wanted}: set ffn_lora_rank to {saved})" \
+        detail = f" (an FFN LoRA of rank {saved}, this run asks for {wanted}: set ffn_lora_rank (lora_rank) to {saved})" \
             if saved != wanted else ""
         raise ValueError(f"{path.name} was saved for a different adapter configuration{detail}; start a new run "
                          f"(turn resume off) or pick the matching output name") from err
