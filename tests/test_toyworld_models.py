@@ -6,11 +6,13 @@ import json
 import re
 
 import numpy as np
+import pytest
 import torch
 
 from bench.toyworld import world
 from bench.toyworld.demo import REFERENCE, REFERENCE_FRAMES, run
 from bench.toyworld.models import ADAPTER_FILE, MODELS_DIR, load_models
+from bench.toyworld.train_adapter import ToyEditPairs
 from imvideoedit_core.model.adapter_file import read_adapter_info
 
 
@@ -22,6 +24,19 @@ def test_committed_models_load_and_fit_together():
     assert not any(p.requires_grad for p in models.backbone.parameters())
     size = sum(p.stat().st_size for p in MODELS_DIR.glob("*.safetensors") if ".train-state." not in p.name)
     assert size < 20 * 2**20
+
+
+def test_still_pairs_are_the_image_pairs_repeated_over_frames():
+    models = load_models()
+    images = ToyEditPairs(models, frames=1, batch_size=2, seed=3).batch(5, rank=0, world_size=1)
+    still = ToyEditPairs(models, frames=1, batch_size=2, seed=3, still=4).batch(5, rank=0, world_size=1)
+    assert still.source.shape == (*images.source.shape[:2], 4, *images.source.shape[3:])
+    for frame in range(4):
+        torch.testing.assert_close(still.source[:, :, frame], images.source[:, :, 0], rtol=0, atol=0)
+        torch.testing.assert_close(still.target[:, :, frame], images.target[:, :, 0], rtol=0, atol=0)
+    assert images.edit_mask is not None and still.edit_mask is None  # the gate loss reads one-frame masks only
+    with pytest.raises(ValueError, match="frames must be 1"):
+        ToyEditPairs(models, frames=8, batch_size=2, seed=3, still=4)
 
 
 def test_text_encoder_knows_every_word_of_held_out_examples():

@@ -18,7 +18,7 @@ from bench.toyworld.pretrain import main as pretrain_main
 from bench.toyworld.train_adapter import VARIANTS
 
 SYSTEMS = {"ours", "per_frame", "regenerate_0.5", "regenerate_0.75", "oracle", "no_gate", "blind_gate", "unfrozen",
-           "ours_time_offset", "gate_loss", "ffn_lora"}
+           "ours_time_offset", "gate_loss", "ffn_lora", "still"}
 
 
 def test_quick_pipeline_runs_every_stage(tmp_path):

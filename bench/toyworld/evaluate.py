@@ -15,6 +15,7 @@ Systems (all from the same frozen backbone, text encoder, seed and sampler setti
     ours_time_offset    ours trained with image pairs at random temporal RoPE positions
     gate_loss    ours with the gate also taught the pairs' difference masks (an auxiliary loss)
     ffn_lora     ours plus a LoRA on the backbone's FFNs, trained on the same image pairs
+    still        ours trained on the same image pairs shown as still 8-frame videos (the oracle's batch)
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from imvideoedit_core.edit.streams import TwoStreamRunner
 from . import judge, world
 from .models import ADAPTER_FILE, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
 from .report import keep_feature_results
-from .train_adapter import RUNS_DIR
+from .train_adapter import RUNS_DIR, VARIANTS
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -147,7 +148,7 @@ def systems(models: ToyModels, ours, cfg: EvalConfig, folders: Folders) -> dict[
              "per_frame": lambda b: run_per_frame(models, ours, b, cfg)}
     for s in cfg.regenerate_strengths:
         table[f"regenerate_{s}"] = lambda b, s=s: run_degrade_then_regenerate(models, b, cfg, s)
-    for name in ("oracle", "no_gate", "blind_gate", "unfrozen", "ours_time_offset", "gate_loss", "ffn_lora"):
+    for name in (v for v in VARIANTS if v != "ours"):
         path = folders.runs / f"{name}.safetensors"
         if not path.is_file():
             print(f"skipping {name}: {path} not found (python -m bench.toyworld.train_adapter --variant {name})")

@@ -16,6 +16,8 @@ Variants (same steps, batch and seed; the oracle's batch holds the same number o
                 towards the pair's difference mask (g = 1 where the pair differs)
     ffn_lora    ours, plus a rank-8 LoRA on every backbone FFN (the 3D     -> runs/ffn_lora.safetensors
                 self-attention stays frozen)
+    still       image pairs shown as still 8-frame videos (each frame the  -> runs/still.safetensors
+                image, its own noise), the oracle's batch: multi-frame 3D attention in training, images only
 Pairs are drawn on the fly from training-split seeds (an endless stream, never an evaluation scene).
 """
 
@@ -41,17 +43,22 @@ from .models import ADAPTER_FILE, FRAME_SIZE, MODELS_DIR, ToyModels, load_models
 from .pretrain import train_seed
 
 RUNS_DIR = Path(__file__).resolve().parent / "runs"
-VARIANTS = ("ours", "oracle", "no_gate", "blind_gate", "unfrozen", "ours_time_offset", "gate_loss", "ffn_lora")
+VARIANTS = ("ours", "oracle", "no_gate", "blind_gate", "unfrozen", "ours_time_offset", "gate_loss", "ffn_lora",
+            "still")
 GATE_LOSS = 0.1  # weight of the gate's auxiliary loss in the gate_loss variant
 IMAGE_BATCH = 16
 VIDEO_FRAMES = 8
 
 
 class ToyEditPairs:
-    """Step k, rank r: random edits of training scenes as latent pairs, instructions as context."""
+    """Step k, rank r: random edits of training scenes as latent pairs, instructions as context. ``still`` > 1
+    shows each one-frame pair as a still video of that many frames (the latent repeated; the noise still differs
+    from frame to frame)."""
 
-    def __init__(self, models: ToyModels, *, frames: int, batch_size: int, seed: int):
-        self.models, self.frames, self.batch_size, self.seed = models, frames, batch_size, seed
+    def __init__(self, models: ToyModels, *, frames: int, batch_size: int, seed: int, still: int = 1):
+        if still > 1 and frames != 1:
+            raise ValueError(f"a still video repeats one frame: frames must be 1, got {frames}")
+        self.models, self.frames, self.batch_size, self.seed, self.still = models, frames, batch_size, seed, still
         self.empty = models.text_encoder([""])
 
     def batch(self, step: int, *, rank: int, world_size: int) -> LatentBatch:
@@ -60,11 +67,13 @@ class ToyEditPairs:
         with torch.no_grad():
             source = torch.cat([self.models.codec.encode(e.source_frames) for e in examples])  # (B, C, T, h, w)
             mask = None
-            if self.frames == 1:  # image pairs tell where they differ (the gate loss reads it)
+            if self.frames == 1 and self.still == 1:  # image pairs tell where they differ (the gate loss reads it)
                 mask = difference_mask(torch.cat([e.source_frames for e in examples]).permute(0, 3, 1, 2),
                                        torch.cat([e.target_frames for e in examples]).permute(0, 3, 1, 2),
                                        source.shape[-2:])
             target = torch.cat([self.models.codec.encode(e.target_frames) for e in examples])
+            if self.still > 1:
+                source, target = (x.repeat(1, 1, self.still, 1, 1) for x in (source, target))  # (B, C, still, h, w)
             return LatentBatch(source=source, target=target,
                                context=self.models.text_encoder([e.instruction for e in examples]),
                                empty_context=self.empty, edit_mask=mask)
@@ -83,9 +92,9 @@ def output_path(variant: str, *, models_dir: Path = MODELS_DIR, runs_dir: Path =
 def train_variant(variant: str, *, steps: int, seed: int, models_dir: Path = MODELS_DIR,
                   runs_dir: Path = RUNS_DIR, out: Path | None = None) -> dict:
     models = load_models(models_dir)
-    video = variant == "oracle"
-    data = ToyEditPairs(models, frames=VIDEO_FRAMES if video else 1,
-                        batch_size=IMAGE_BATCH // VIDEO_FRAMES if video else IMAGE_BATCH, seed=seed + 1)
+    video, still = variant == "oracle", VIDEO_FRAMES if variant == "still" else 1
+    data = ToyEditPairs(models, frames=VIDEO_FRAMES if video else 1, still=still,
+                        batch_size=IMAGE_BATCH // VIDEO_FRAMES if video or still > 1 else IMAGE_BATCH, seed=seed + 1)
     runner = TwoStreamRunner(models.backbone, build_adapter(adapter_config(variant), models.backbone.config,
                                                              seed=seed))
     extra = [p for b in models.backbone.blocks for p in b.self_attn.parameters()] if variant == "unfrozen" else []
@@ -97,7 +106,8 @@ def train_variant(variant: str, *, steps: int, seed: int, models_dir: Path = MOD
     out = out or output_path(variant, models_dir=models_dir, runs_dir=runs_dir)
     start = time.perf_counter()
     result = train_adapter(runner, data, cfg, out_path=out, extra_parameters=extra,
-                           info={"world": "toyworld", "variant": variant, "pairs": "video" if video else "image"},
+                           info={"world": "toyworld", "variant": variant, "pairs": "video" if video else "image",
+                                 "frames_shown": VIDEO_FRAMES if video else still},
                            callback=lambda p: p.step % 250 == 0 and print(f"{variant} {p.step}: {p.loss:.4f}",
                                                                           flush=True))
     if extra:
