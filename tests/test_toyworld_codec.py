@@ -90,6 +90,32 @@ def test_codec_training_lowers_the_loss_and_resumes_where_it_stopped(tmp_path):
     assert torch.equal(load_codec(tmp_path / "cut").latent_std, load_codec(tmp_path / "straight").latent_std)
 
 
+def test_a_decoder_only_run_keeps_the_latent_space_of_the_codec_it_continues(tmp_path):
+    first = CodecRun(steps=6, batch=4, pool_scenes=4, warmup=2, widths=(8, 8, 8), channels=4)
+    train(first, tmp_path / "first")
+    start_file = load_codec(tmp_path / "first")
+    run = CodecRun(steps=20, batch=4, pool_scenes=4, warmup=2, widths=(8, 8, 8), channels=4, lr=1e-3,
+                   init=str(tmp_path / "first"), decoder_only=True)
+    train(run, tmp_path / "cut", minutes=0.0)
+    continued = train(run, tmp_path / "cut")
+    loaded = load_codec(tmp_path / "cut")
+    for name, weight in start_file.state_dict().items():
+        same = torch.equal(loaded.state_dict()[name], weight)
+        assert same == (not name.startswith("decoder.")), name    # encoder and statistics kept, decoder trained
+    frames = clip()
+    assert torch.equal(loaded.encode(frames), start_file.encode(frames))
+    assert torch.equal(loaded.decoder.net[0].weight, continued.decoder.net[0].weight)
+
+
+def test_a_codec_run_names_what_does_not_fit_its_start(tmp_path):
+    with pytest.raises(ValueError, match="give that codec's folder as --init"):
+        CodecRun(decoder_only=True)
+    train(CodecRun(steps=1, batch=2, pool_scenes=2, warmup=1, widths=(8, 8, 8), channels=4), tmp_path / "a")
+    wider = CodecRun(steps=1, batch=2, pool_scenes=2, widths=(8, 8, 16), channels=4, init=str(tmp_path / "a"))
+    with pytest.raises(ValueError, match=r"widths \(8, 8, 8\), this run 4 and \(8, 8, 16\)"):
+        train(wider, tmp_path / "b")
+
+
 def test_pretraining_in_a_codec_space_keeps_the_codec_and_names_another(tmp_path):
     codec_dir, other_dir, out = tmp_path / "codec", tmp_path / "other", tmp_path / "run"
     for folder, seed in ((codec_dir, 0), (other_dir, 1)):

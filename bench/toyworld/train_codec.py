@@ -3,6 +3,12 @@
     python -m bench.toyworld.train_codec --out out/codec              # train (resumable), then judge
     python -m bench.toyworld.train_codec --out out/codec --judge-only  # judge the codec file in --out
     python -m bench.toyworld.train_codec --quick --out /tmp/codec      # a smoke run
+    python -m bench.toyworld.train_codec --init DIR --decoder-only --lr 5e-4 --out out/codec-dec  # DIR's decoder on
+
+A run can start from another codec's weights (``--init DIR``, the same widths and channels). With
+``--decoder-only`` the encoder and the latent statistics stay exactly DIR's, so the latent space stays DIR's and
+every backbone trained in it keeps working with the new codec file; only the decoder (which draws the pixels the
+judge reads) trains on.
 
 Frames come from training-split scenes of every background, style and object (``pretrain.training_scene``), drawn
 from a pool rendered once per run (a function of the seed); every step takes a random batch of frames. The loss is
@@ -22,10 +28,11 @@ shape, colour and background, stability within 1.2x of the truth's.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +67,14 @@ class CodecRun:
     seed: int = 0
     channels: int = CodecConfig.channels
     widths: tuple[int, ...] = CodecConfig.widths
+    init: str = ""               # a folder whose codec file starts the run
+    decoder_only: bool = False   # train the decoder alone: the encoder and latent statistics stay init's
+
+    def __post_init__(self):
+        if not 0 < self.lr:
+            raise ValueError(f"--lr {self.lr}: the peak learning rate must be positive")
+        if self.decoder_only and not self.init:
+            raise ValueError("--decoder-only trains on another codec's decoder: give that codec's folder as --init")
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
@@ -87,15 +102,36 @@ def codec_loss(codec: ConvCodec, pixels: torch.Tensor, gen: torch.Generator) -> 
     return F.l1_loss(out, want) + F.mse_loss(out, want)
 
 
+def start_codec(run: CodecRun) -> ConvCodec:
+    """A fresh codec of the run's config, or the ``init`` folder's codec (which must have that config)."""
+    torch.manual_seed(run.seed)
+    if not run.init:
+        return ConvCodec(run.codec_config)
+    codec = load_codec(Path(run.init)).requires_grad_(True).train()
+    if codec.config != run.codec_config:
+        raise ValueError(f"--init {run.init}: its codec has channels {codec.channels} and widths "
+                         f"{codec.config.widths}, this run {run.channels} and {run.widths}")
+    codec.encoder.requires_grad_(not run.decoder_only)
+    return codec
+
+
+def run_identity(run: CodecRun) -> dict:
+    """What a resumed chunk must share with the run: its settings and the bytes of the codec it started from."""
+    identity = {**asdict(run), "widths": list(run.widths)}
+    if run.init:
+        identity["init_sha256"] = hashlib.sha256((Path(run.init) / CODEC_FILE).read_bytes()).hexdigest()
+    return identity
+
+
 def train(run: CodecRun, out: Path, *, minutes: float = math.inf, save_every: int = 500,
           log_every: int = 100) -> ConvCodec:
     """Train (or continue) the codec run in ``out`` for at most ``minutes``; at the last step the codec file is
     written (``finish``). Returns the codec as trained so far."""
-    torch.manual_seed(run.seed)
-    codec = ConvCodec(run.codec_config)
-    optimizer = torch.optim.AdamW(codec.parameters(), lr=run.lr, weight_decay=0.0)
+    codec = start_codec(run)
+    trained = [p for p in codec.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=run.lr, weight_decay=0.0)
     out.mkdir(parents=True, exist_ok=True)
-    state, identity = out / STATE_FILE, {**asdict(run), "widths": list(run.widths)}
+    state, identity = out / STATE_FILE, run_identity(run)
     step = 0
     if state.is_file():
         check_resumable(state, identity)
@@ -111,7 +147,7 @@ def train(run: CodecRun, out: Path, *, minutes: float = math.inf, save_every: in
             loss = codec_loss(codec, pool[pick].float(), gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimizer.step()
             losses.append(loss.item())
             step += 1
@@ -123,18 +159,23 @@ def train(run: CodecRun, out: Path, *, minutes: float = math.inf, save_every: in
     save_train_state(state, codec, optimizer, None, step, identity)  # the end of the run or of this chunk
     if step >= run.steps:
         finish(codec, pool, out, summary={"steps": step, "run": identity,
-                                          "recent_loss": float(np.mean(losses[-200:])) if losses else None})
+                                          "recent_loss": float(np.mean(losses[-200:])) if losses else None},
+               measure_statistics=not run.decoder_only)
     return codec
 
 
 @torch.no_grad()
-def finish(codec: ConvCodec, pool: torch.Tensor, out: Path, *, summary: dict) -> None:
-    """Round the weights to float16 (as shipped), measure the latent statistics, write the codec file."""
+def finish(codec: ConvCodec, pool: torch.Tensor, out: Path, *, summary: dict, measure_statistics: bool = True) -> None:
+    """Round the weights to float16 (as shipped), measure the latent statistics (unless the encoder's latent space
+    is kept), write the codec file."""
     for p in codec.parameters():
         p.copy_(p.half().float())
+    if not measure_statistics:
+        save_codec(out, codec.eval(), summary=summary)
+        return
     sample = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(1))[:4096]].float()
     codec.set_normalisation(torch.cat([codec.encoder(c * 2 - 1) for c in sample.split(512)]))
-    save_codec(out, codec, summary=summary)
+    save_codec(out, codec.eval(), summary=summary)
 
 
 def _reconstruct(codec, frames: torch.Tensor) -> torch.Tensor:
@@ -176,15 +217,30 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder of the run and of the codec file")
     parser.add_argument("--minutes", type=float, default=math.inf, help="stop this chunk after this long")
     parser.add_argument("--steps", type=int, default=CodecRun.steps)
+    parser.add_argument("--lr", type=float, default=CodecRun.lr, help="peak learning rate (cosine to 1e-4)")
+    parser.add_argument("--init", type=Path, default=None, help="start from the codec file in this folder")
+    parser.add_argument("--decoder-only", action="store_true",
+                        help="train --init's decoder alone; its encoder and latent space stay as they are")
     parser.add_argument("--judge-only", action="store_true", help="judge the codec file in --out")
     parser.add_argument("--quick", action="store_true", help="a few steps on a small pool, a small judgement")
     args = parser.parse_args()
     if args.steps < 1:
         parser.error(f"--steps {args.steps}: train at least one step")
+    if args.init is not None and not (args.init / CODEC_FILE).is_file():
+        parser.error(f"--init {args.init}: no {CODEC_FILE} there; give the folder of a trained codec")
+    if args.init is not None and args.init.resolve() == args.out.resolve():
+        parser.error(f"--out {args.out} is the --init folder: write the new codec to another folder")
     torch.set_num_threads(2)
-    run = CodecRun(steps=args.steps)
-    if args.quick:
-        run = CodecRun(steps=min(args.steps, 5), batch=4, pool_scenes=4, warmup=2)
+    try:
+        settings = dict(init=str(args.init or ""), decoder_only=args.decoder_only, lr=args.lr)
+        if args.init is not None:  # the run takes the shape of the codec it continues
+            config = load_codec(args.init).config
+            settings.update(channels=config.channels, widths=config.widths)
+        run = CodecRun(steps=args.steps, **settings)
+        if args.quick:
+            run = replace(run, steps=min(args.steps, 5), batch=4, pool_scenes=4, warmup=2)
+    except ValueError as error:
+        parser.error(str(error))
     if not args.judge_only:
         train(run, args.out, minutes=args.minutes)
     if not (args.out / CODEC_FILE).is_file():
