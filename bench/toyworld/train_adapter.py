@@ -17,7 +17,8 @@ Variants (same steps, batch and seed; the oracle's batch holds the same number o
     ffn_lora    ours, plus a rank-8 LoRA on every backbone FFN (the 3D     -> runs/ffn_lora.safetensors
                 self-attention stays frozen)
     still       image pairs shown as still 8-frame videos (each frame the  -> runs/still.safetensors
-                image, its own noise), the oracle's batch: multi-frame 3D attention in training, images only
+                image, its own noise), the oracle's batch: multi-frame 3D attention in training, images only;
+                ``--still-frames F`` shows 16/F scenes of F frames a step instead (the same frames a step)
 Pairs are drawn on the fly from training-split seeds (an endless stream, never an evaluation scene).
 """
 
@@ -90,11 +91,13 @@ def output_path(variant: str, *, models_dir: Path = MODELS_DIR, runs_dir: Path =
 
 
 def train_variant(variant: str, *, steps: int, seed: int, models_dir: Path = MODELS_DIR,
-                  runs_dir: Path = RUNS_DIR, out: Path | None = None) -> dict:
+                  runs_dir: Path = RUNS_DIR, out: Path | None = None, still_frames: int = VIDEO_FRAMES) -> dict:
+    if IMAGE_BATCH % still_frames:
+        raise ValueError(f"--still-frames {still_frames}: give a divisor of the {IMAGE_BATCH} frames a step")
     models = load_models(models_dir)
-    video, still = variant == "oracle", VIDEO_FRAMES if variant == "still" else 1
+    video, still = variant == "oracle", still_frames if variant == "still" else 1
     data = ToyEditPairs(models, frames=VIDEO_FRAMES if video else 1, still=still,
-                        batch_size=IMAGE_BATCH // VIDEO_FRAMES if video or still > 1 else IMAGE_BATCH, seed=seed + 1)
+                        batch_size=IMAGE_BATCH // (VIDEO_FRAMES if video else still), seed=seed + 1)
     runner = TwoStreamRunner(models.backbone, build_adapter(adapter_config(variant), models.backbone.config,
                                                              seed=seed))
     extra = [p for b in models.backbone.blocks for p in b.self_attn.parameters()] if variant == "unfrozen" else []
@@ -125,12 +128,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", type=Path, default=MODELS_DIR, help="folder of the pretrained backbone")
     parser.add_argument("--runs", type=Path, default=RUNS_DIR, help="folder of the oracle and ablation adapters")
+    parser.add_argument("--still-frames", type=int, default=VIDEO_FRAMES,
+                        help=f"frames of each still video in the still variant (a divisor of {IMAGE_BATCH})")
     args = parser.parse_args()
+    if args.still_frames < 1 or IMAGE_BATCH % args.still_frames:
+        parser.error(f"--still-frames {args.still_frames}: give a divisor of the {IMAGE_BATCH} frames a step")
     torch.set_num_threads(2)
     args.runs.mkdir(parents=True, exist_ok=True)
     for variant in VARIANTS if args.variant == "all" else (args.variant,):
         print(json.dumps(train_variant(variant, steps=args.steps, seed=args.seed, models_dir=args.models,
-                                       runs_dir=args.runs)), flush=True)
+                                       runs_dir=args.runs, still_frames=args.still_frames)), flush=True)
 
 
 if __name__ == "__main__":
