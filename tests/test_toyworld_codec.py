@@ -10,7 +10,7 @@ import torch
 
 from bench.standins import PatchCodec
 from bench.toyworld import world
-from bench.toyworld.codec import CodecConfig, ConvCodec
+from bench.toyworld.codec import CausalCodec, CodecConfig, ConvCodec
 from bench.toyworld.models import (BACKBONE_FILE, CODEC, CODEC_FILE, MODELS_DIR, load_codec, load_models,
                                    save_codec)
 from bench.toyworld.pretrain import CURVE_FILE, STATE_FILE, PretrainConfig, latent_pool, pretrain, use_codec
@@ -90,6 +90,45 @@ def test_codec_training_lowers_the_loss_and_resumes_where_it_stopped(tmp_path):
     assert torch.equal(load_codec(tmp_path / "cut").latent_std, load_codec(tmp_path / "straight").latent_std)
 
 
+def test_a_causal_codec_codes_frame_0_alone_then_groups_of_k_frames():
+    torch.manual_seed(0)
+    codec = CausalCodec(replace(SMALL, temporal_stride=4)).eval()
+    frames = clip(frames=9)
+    latent = codec.encode(frames)
+    assert latent.shape == (1, 4, 3, 8, 8) and codec.decode(latent).shape == frames.shape
+    # an image is a one-frame video coded exactly as a clip's first frame (Wan's layout)
+    torch.testing.assert_close(codec.encode(frames[:1])[:, :, 0], latent[:, :, 0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(codec.encode_images(frames[:1].permute(0, 3, 1, 2)), latent[:, :, :1], atol=1e-6,
+                               rtol=0)
+    # causal: frames of the last group change neither frame 0's latent nor the first group's
+    later = frames.clone()
+    later[5:] = 1 - later[5:]
+    changed = codec.encode(later)
+    torch.testing.assert_close(changed[:, :, :2], latent[:, :, :2], atol=1e-6, rtol=0)
+    assert not torch.allclose(changed[:, :, 2], latent[:, :, 2])
+    assert codec.decode(latent[:, :, :1]).shape == (1, 32, 32, 3)
+
+
+def test_a_causal_codec_names_a_clip_length_off_its_grid():
+    codec = CausalCodec(replace(SMALL, temporal_stride=4))
+    with pytest.raises(ValueError, match=r"8 frames: this codec takes 4n \+ 1 frames \(1, 5, 9, ...\)"):
+        codec.encode(clip(frames=8))
+    with pytest.raises(ValueError, match="temporal_stride 0"):
+        CodecConfig(temporal_stride=0)
+
+
+def test_a_causal_codec_trains_saves_and_loads_as_its_class(tmp_path):
+    run = CodecRun(steps=4, batch=9, pool_scenes=3, warmup=1, widths=(8, 8, 8), channels=4, temporal_stride=2)
+    assert run.clip_frames == 5 and run.clips_a_step == 2
+    trained = train(run, tmp_path)
+    loaded = load_codec(tmp_path)
+    assert isinstance(loaded, CausalCodec) and loaded.config == run.codec_config
+    frames = clip(frames=5)
+    torch.testing.assert_close(loaded.decode(loaded.encode(frames)), trained.eval().decode(trained.encode(frames)),
+                               atol=0, rtol=0)
+    assert CodecConfig.from_json('{"channels": 16, "widths": [32, 48, 64]}').temporal_stride == 1  # older files
+
+
 def test_a_decoder_only_run_keeps_the_latent_space_of_the_codec_it_continues(tmp_path):
     first = CodecRun(steps=6, batch=4, pool_scenes=4, warmup=2, widths=(8, 8, 8), channels=4)
     train(first, tmp_path / "first")
@@ -112,7 +151,7 @@ def test_a_codec_run_names_what_does_not_fit_its_start(tmp_path):
         CodecRun(decoder_only=True)
     train(CodecRun(steps=1, batch=2, pool_scenes=2, warmup=1, widths=(8, 8, 8), channels=4), tmp_path / "a")
     wider = CodecRun(steps=1, batch=2, pool_scenes=2, widths=(8, 8, 16), channels=4, init=str(tmp_path / "a"))
-    with pytest.raises(ValueError, match=r"widths \(8, 8, 8\), this run 4 and \(8, 8, 16\)"):
+    with pytest.raises(ValueError, match=r"widths \(8, 8, 8\) and temporal stride 1, this run 4, \(8, 8, 16\) and 1"):
         train(wider, tmp_path / "b")
 
 

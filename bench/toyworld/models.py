@@ -23,7 +23,7 @@ from imvideoedit_core.model.config import BackboneConfig, backbone_preset
 from bench.standins import PatchCodec, WordTextEncoder
 
 from . import world
-from .codec import CodecConfig, ConvCodec
+from .codec import CausalCodec, CodecConfig, ConvCodec, build_codec
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 BACKBONE_FILE = "backbone.safetensors"
@@ -58,7 +58,7 @@ def new_backbone(seed: int, preset: str = "toy", prediction: str = "velocity") -
 class ToyModels:
     backbone: WanDiT
     text_encoder: WordTextEncoder
-    codec: PatchCodec | ConvCodec = CODEC
+    codec: PatchCodec | ConvCodec | CausalCodec = CODEC
 
 
 def save_models(folder: Path, models: ToyModels, *, summary: dict,
@@ -88,7 +88,7 @@ def _read(path: Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, str]
         return {k: f.get_tensor(k) for k in f.keys()}, meta
 
 
-def save_codec(folder: Path, codec: ConvCodec, *, summary: dict) -> None:
+def save_codec(folder: Path, codec: ConvCodec | CausalCodec, *, summary: dict) -> None:
     """The codec's weights in float16 and its latent statistics in float32, with its config in the metadata."""
     tensors = {k: v if k.startswith("latent_") else v.to(torch.float16) for k, v in codec.state_dict().items()}
     atomic_save_safetensors(tensors, folder / CODEC_FILE, {"summary": json.dumps(summary, sort_keys=True),
@@ -96,15 +96,15 @@ def save_codec(folder: Path, codec: ConvCodec, *, summary: dict) -> None:
                                                           "config": codec.config.to_json()})
 
 
-def load_codec(folder: Path) -> ConvCodec:
+def load_codec(folder: Path) -> ConvCodec | CausalCodec:
     """The learned codec in ``folder`` (float32, eval mode, no gradients)."""
     weights, meta = _read(folder / CODEC_FILE, "toyworld-codec")
-    codec = ConvCodec(CodecConfig.from_json(meta["config"]))
+    codec = build_codec(CodecConfig.from_json(meta["config"]))
     codec.load_state_dict({k: v.float() for k, v in weights.items()})
     return codec.requires_grad_(False).eval()
 
 
-def folder_codec(folder: Path) -> PatchCodec | ConvCodec:
+def folder_codec(folder: Path) -> PatchCodec | ConvCodec | CausalCodec:
     """The latent space a model folder was trained in: its codec file, else the exact ``PatchCodec``."""
     return load_codec(folder) if (folder / CODEC_FILE).is_file() else CODEC
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from imvideoedit_core.train.trainer import load_train_state, save_train_state
 
 from . import judge, world
-from .codec import CodecConfig, ConvCodec
+from .codec import CausalCodec, CodecConfig, ConvCodec, build_codec
 from .evaluate import EvalConfig, eval_examples
 from .generation import _meets, _ratio, held_out_scenes
 from .models import CODEC_FILE, load_codec, save_codec
@@ -67,6 +67,7 @@ class CodecRun:
     seed: int = 0
     channels: int = CodecConfig.channels
     widths: tuple[int, ...] = CodecConfig.widths
+    temporal_stride: int = 1     # > 1: a CausalCodec, trained on clips of 2k + 1 frames
     init: str = ""               # a folder whose codec file starts the run
     decoder_only: bool = False   # train the decoder alone: the encoder and latent statistics stay init's
 
@@ -84,13 +85,38 @@ class CodecRun:
 
     @property
     def codec_config(self) -> CodecConfig:
-        return CodecConfig(channels=self.channels, widths=self.widths)
+        return CodecConfig(channels=self.channels, widths=self.widths, temporal_stride=self.temporal_stride)
+
+    @property
+    def clip_frames(self) -> int:
+        """Frames of each pooled training scene: 8, or 2k + 1 for a codec that groups k frames."""
+        return 2 * self.temporal_stride + 1 if self.temporal_stride > 1 else 8
+
+    @property
+    def clips_a_step(self) -> int:
+        """A causal codec's clips a step: about ``batch`` frames."""
+        return max(1, math.ceil(self.batch / self.clip_frames))
 
 
 def frame_pool(run: CodecRun) -> torch.Tensor:
     """(N, 3, H, W) training frames in 0..1, float16: ``pool_scenes`` scenes of 8 frames."""
     scenes = (training_scene(train_seed(run.seed + 7919, 0, i), frames=8) for i in range(run.pool_scenes))
     return torch.cat([world.render(s).frames.permute(0, 3, 1, 2).to(torch.float16) for s in scenes])
+
+
+def clip_pool(run: CodecRun) -> torch.Tensor:
+    """(S, T, 3, H, W) training clips in 0..1, float16: ``pool_scenes`` scenes of ``clip_frames`` frames."""
+    scenes = (training_scene(train_seed(run.seed + 7919, 0, i), frames=run.clip_frames) for i in range(run.pool_scenes))
+    return torch.stack([world.render(s).frames.permute(0, 3, 1, 2).to(torch.float16) for s in scenes])
+
+
+def clip_loss(codec: CausalCodec, clips: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """clips (B, T, 3, H, W) in 0..1 -> ``codec_loss`` for a codec that groups frames."""
+    z = codec.raw_encode(clips * 2 - 1)                                      # (B, C, L, h, w), unnormalised
+    spread = z.detach().std(dim=(0, 2, 3, 4), keepdim=True)
+    z = z + LATENT_NOISE * spread * torch.randn(z.shape, generator=gen)
+    out, want = codec.raw_decode(z), clips * 2 - 1
+    return F.l1_loss(out, want) + F.mse_loss(out, want)
 
 
 def codec_loss(codec: ConvCodec, pixels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -102,16 +128,18 @@ def codec_loss(codec: ConvCodec, pixels: torch.Tensor, gen: torch.Generator) -> 
     return F.l1_loss(out, want) + F.mse_loss(out, want)
 
 
-def start_codec(run: CodecRun) -> ConvCodec:
+def start_codec(run: CodecRun) -> ConvCodec | CausalCodec:
     """A fresh codec of the run's config, or the ``init`` folder's codec (which must have that config)."""
     torch.manual_seed(run.seed)
     if not run.init:
-        return ConvCodec(run.codec_config)
+        return build_codec(run.codec_config)
     codec = load_codec(Path(run.init)).requires_grad_(True).train()
     if codec.config != run.codec_config:
-        raise ValueError(f"--init {run.init}: its codec has channels {codec.channels} and widths "
-                         f"{codec.config.widths}, this run {run.channels} and {run.widths}")
-    codec.encoder.requires_grad_(not run.decoder_only)
+        raise ValueError(f"--init {run.init}: its codec has channels {codec.channels}, widths "
+                         f"{codec.config.widths} and temporal stride {codec.temporal_stride}, this run "
+                         f"{run.channels}, {run.widths} and {run.temporal_stride}")
+    for p in codec.encoder_parameters():
+        p.requires_grad_(not run.decoder_only)
     return codec
 
 
@@ -124,7 +152,7 @@ def run_identity(run: CodecRun) -> dict:
 
 
 def train(run: CodecRun, out: Path, *, minutes: float = math.inf, save_every: int = 500,
-          log_every: int = 100) -> ConvCodec:
+          log_every: int = 100) -> ConvCodec | CausalCodec:
     """Train (or continue) the codec run in ``out`` for at most ``minutes``; at the last step the codec file is
     written (``finish``). Returns the codec as trained so far."""
     codec = start_codec(run)
@@ -136,15 +164,17 @@ def train(run: CodecRun, out: Path, *, minutes: float = math.inf, save_every: in
     if state.is_file():
         check_resumable(state, identity)
         step = load_train_state(state, codec, optimizer, None)
-    pool = frame_pool(run)
+    temporal = run.temporal_stride > 1
+    pool = clip_pool(run) if temporal else frame_pool(run)  # (S, T, 3, H, W) clips or (N, 3, H, W) frames
+    loss_of = clip_loss if temporal else codec_loss
     start, losses = time.perf_counter(), []
     with (out / LOG_FILE).open("a") as log:
         while step < run.steps and time.perf_counter() - start < 60 * minutes:
             for group in optimizer.param_groups:
                 group["lr"] = run.lr_at(step)
             gen = torch.Generator().manual_seed(run.seed * 1_000_003 + step)
-            pick = torch.randint(len(pool), (run.batch,), generator=gen)
-            loss = codec_loss(codec, pool[pick].float(), gen)
+            pick = torch.randint(len(pool), (run.clips_a_step if temporal else run.batch,), generator=gen)
+            loss = loss_of(codec, pool[pick].float(), gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
@@ -165,7 +195,8 @@ def train(run: CodecRun, out: Path, *, minutes: float = math.inf, save_every: in
 
 
 @torch.no_grad()
-def finish(codec: ConvCodec, pool: torch.Tensor, out: Path, *, summary: dict, measure_statistics: bool = True) -> None:
+def finish(codec: ConvCodec | CausalCodec, pool: torch.Tensor, out: Path, *, summary: dict,
+           measure_statistics: bool = True) -> None:
     """Round the weights to float16 (as shipped), measure the latent statistics (unless the encoder's latent space
     is kept), write the codec file."""
     for p in codec.parameters():
@@ -173,8 +204,12 @@ def finish(codec: ConvCodec, pool: torch.Tensor, out: Path, *, summary: dict, me
     if not measure_statistics:
         save_codec(out, codec.eval(), summary=summary)
         return
-    sample = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(1))[:4096]].float()
-    codec.set_normalisation(torch.cat([codec.encoder(c * 2 - 1) for c in sample.split(512)]))
+    if isinstance(codec, CausalCodec):  # 512 clips of 2k + 1 frames, about as many frames as below
+        sample = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(1))[:512]].float()
+        codec.set_normalisation(torch.cat([codec.raw_encode(c * 2 - 1) for c in sample.split(64)]))
+    else:
+        sample = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(1))[:4096]].float()
+        codec.set_normalisation(torch.cat([codec.encoder(c * 2 - 1) for c in sample.split(512)]))
     save_codec(out, codec.eval(), summary=summary)
 
 
@@ -218,6 +253,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=math.inf, help="stop this chunk after this long")
     parser.add_argument("--steps", type=int, default=CodecRun.steps)
     parser.add_argument("--lr", type=float, default=CodecRun.lr, help="peak learning rate (cosine to 1e-4)")
+    parser.add_argument("--temporal-stride", type=int, default=1,
+                        help="1: frames coded one by one; k > 1: frame 0 alone, then groups of k (Wan: 4)")
+    parser.add_argument("--channels", type=int, default=CodecRun.channels, help="latent channels")
     parser.add_argument("--init", type=Path, default=None, help="start from the codec file in this folder")
     parser.add_argument("--decoder-only", action="store_true",
                         help="train --init's decoder alone; its encoder and latent space stay as they are")
@@ -232,10 +270,12 @@ def main() -> None:
         parser.error(f"--out {args.out} is the --init folder: write the new codec to another folder")
     torch.set_num_threads(2)
     try:
-        settings = dict(init=str(args.init or ""), decoder_only=args.decoder_only, lr=args.lr)
+        settings = dict(init=str(args.init or ""), decoder_only=args.decoder_only, lr=args.lr,
+                        temporal_stride=args.temporal_stride, channels=args.channels)
         if args.init is not None:  # the run takes the shape of the codec it continues
             config = load_codec(args.init).config
-            settings.update(channels=config.channels, widths=config.widths)
+            settings.update(channels=config.channels, widths=config.widths, temporal_stride=config.temporal_stride)
+        CodecConfig(channels=settings["channels"], temporal_stride=settings["temporal_stride"])  # names a bad one
         run = CodecRun(steps=args.steps, **settings)
         if args.quick:
             run = replace(run, steps=min(args.steps, 5), batch=4, pool_scenes=4, warmup=2)
@@ -246,7 +286,9 @@ def main() -> None:
     if not (args.out / CODEC_FILE).is_file():
         print(f"the run in {args.out} has not finished: run the same command again to continue it")
         return
-    judgement = judge_codec(load_codec(args.out), **(dict(scenes=2, edits_per_kind=1) if args.quick else {}))
+    codec = load_codec(args.out)
+    frames = 2 * codec.temporal_stride + 1 if codec.temporal_stride > 1 else 8  # clips on the codec's grid
+    judgement = judge_codec(codec, frames=frames, **(dict(scenes=2, edits_per_kind=1) if args.quick else {}))
     (args.out / JUDGEMENT_FILE).write_text(json.dumps(judgement, indent=1) + "\n")
     print(json.dumps(judgement, indent=1))
 
