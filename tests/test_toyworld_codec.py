@@ -14,6 +14,8 @@ from bench.toyworld.codec import CausalCodec, CodecConfig, ConvCodec
 from bench.toyworld.models import (BACKBONE_FILE, CODEC, CODEC_FILE, MODELS_DIR, load_codec, load_models,
                                    save_codec)
 from bench.toyworld.pretrain import CURVE_FILE, STATE_FILE, PretrainConfig, latent_pool, pretrain, use_codec
+from bench.toyworld.evaluate import EvalConfig
+from bench.toyworld.generation import measure
 from bench.toyworld.train_adapter import RUNS_DIR
 from bench.toyworld.train_codec import CodecRun, codec_loss, train
 
@@ -184,6 +186,24 @@ def test_pretraining_judges_its_checkpoints_on_held_out_captions(tmp_path, monke
     assert [c["step"] for c in curve] == [2, 4] and all(c["captions"] == 2 for c in curve)
     assert all(0.0 <= c["present"] <= 1.0 and c["background"] >= 0.0 for c in curve)
     assert curve[0] != curve[1]  # each line judges the weights of its own step
+
+
+def test_a_backbone_on_a_grouping_codec_trains_and_is_judged_on_its_clip_grid(tmp_path):
+    codec_dir, out = tmp_path / "codec", tmp_path / "run"
+    codec_dir.mkdir()
+    save_codec(codec_dir, CausalCodec(CodecConfig(channels=16, widths=(8, 8, 8), temporal_stride=4)), summary={})
+    use_codec(out, codec_dir)
+    with pytest.raises(ValueError, match=r"8-frame clips: this run's codec takes 4n \+ 1 frames \(e.g. 9\)"):
+        pretrain(PretrainConfig(steps=2, video_batch=1, image_batch=2, warmup=1, preset="toy-pos"), out)
+    cfg = PretrainConfig(steps=2, video_batch=2, image_batch=3, warmup=1, preset="toy-pos", pool_clips=4, frames=9)
+    pretrain(cfg, out)
+    pool = latent_pool(cfg, load_models(out).codec, out)
+    assert pool.latents.shape == (4, 16, 3, 8, 8) and not pool.images_anywhere
+    frames, _ = pool.batch(cfg, 1)                                   # image steps: first latent frames only
+    assert all(any(torch.equal(f[:, 0], clip[:, 0].float()) for clip in pool.latents) for f in frames)
+    result = measure(out, count=2, cfg=EvalConfig(steps=2), from_truth=(0.4,))
+    assert result["config"]["frames"] == 9 and set(result["from_truth"]) == {"0.4"}
+    assert len(result["sheet_rows"][0]) == 9                         # clips of 9 frames, judged as such
 
 
 def test_a_codec_run_draws_from_a_latent_pool_encoded_once(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ frame-to-frame area change and centroid acceleration within 2x the ground truth'
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from imvideoedit_core.edit.sampling import backbone_velocity, sample_from, seede
 
 from . import judge, world
 from .evaluate import SHEETS, EvalConfig, decode, write_sheet
-from .models import FRAME_SIZE, MODELS_DIR, ToyModels, load_models
+from .models import FRAME_SIZE, MODELS_DIR, ToyModels, load_models, on_codec_grid
 from .report import markdown_rows, save_feature_results, write_feature_section
 
 SEED_START = 7_000_000  # evaluation-split seeds of their own range (the edit evaluation uses 1M-5M+)
@@ -94,10 +95,12 @@ def measure(models_dir: Path, *, count: int, cfg: EvalConfig, batch: int = 8,
     tells the layout a model must invent (high noise) from the denoising it must get right (low noise).
     ``low_noise_dir``: a second backbone that samples every step below noise ``boundary`` (two experts)."""
     models = load_models(models_dir)
+    cfg = dataclasses.replace(cfg, frames=on_codec_grid(cfg.frames, models.codec))  # 8 -> 9 for Wan's groups
     low_noise = None if low_noise_dir is None else LowNoiseExpert(load_models(low_noise_dir), boundary)
     scenes = held_out_scenes(count, frames=cfg.frames, max_objects=max_objects)
     sampled, truth, sheets = judge.GenerationStats(), judge.GenerationStats(), []
-    finished = {(s, alone): judge.GenerationStats() for s in from_truth for alone in (False, True)}
+    alone_too = (False, True) if models.codec.temporal_stride == 1 else (False,)  # a group is not a frame
+    finished = {(s, alone): judge.GenerationStats() for s in from_truth for alone in alone_too}
     start = time.perf_counter()
     for i in range(0, count, batch):
         chunk = scenes[i:i + batch]

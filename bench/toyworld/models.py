@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,13 @@ def load_codec(folder: Path) -> ConvCodec | CausalCodec:
 def folder_codec(folder: Path) -> PatchCodec | ConvCodec | CausalCodec:
     """The latent space a model folder was trained in: its codec file, else the exact ``PatchCodec``."""
     return load_codec(folder) if (folder / CODEC_FILE).is_file() else CODEC
+
+
+def on_codec_grid(frames: int, codec) -> int:
+    """``frames`` (a clip length) moved up to the codec's grid: k*n + 1 frames for a codec that groups k frames
+    (8 -> 9 for Wan's k = 4), unchanged for a frame-by-frame codec."""
+    k = codec.temporal_stride
+    return frames if k == 1 else k * math.ceil((frames - 1) / k) + 1
 
 
 def load_models(folder: Path = MODELS_DIR) -> ToyModels:

@@ -72,7 +72,7 @@ from imvideoedit_core.train.trainer import EMA, load_train_state, save_train_sta
 
 from . import world
 from .models import (BACKBONE_FILE, CODEC_FILE, FRAME_SIZE, MODELS_DIR, ToyModels, folder_codec, load_models,
-                     new_backbone, new_text_encoder, save_models)
+                     new_backbone, new_text_encoder, on_codec_grid, save_models)
 
 STYLE_SHARE = 0.2       # scenes rendered with a random global style
 CAPTION_DROPOUT = 0.1   # scenes trained with the empty caption (for classifier-free guidance)
@@ -156,11 +156,13 @@ def batch(cfg: PretrainConfig, step: int, codec) -> tuple[torch.Tensor, list[str
 class LatentPool:
     """Training clips encoded once: a learned codec's encoder costs about as much per step as the toy backbone's
     training step (0.28 s for a step's 128 frames, measured), so a codec run draws its batches from a pool instead
-    of encoding fresh scenes every step. Video steps take whole clips; image steps take one random frame of a clip
-    (any frame of a scene is itself a scene's render)."""
+    of encoding fresh scenes every step. Video steps take whole clips; image steps take one random latent frame of a
+    clip (any frame of a scene is itself a scene's render), or its first for a codec that groups frames (the others
+    are groups, not images)."""
 
     latents: torch.Tensor  # (P, C, T, h, w), float16
     captions: list[str]
+    images_anywhere: bool = True  # every latent frame is one frame's (a frame-by-frame codec)
 
     def batch(self, cfg: PretrainConfig, step: int) -> tuple[torch.Tensor, list[str]]:
         rng = np.random.default_rng([cfg.seed, step, 7])
@@ -170,7 +172,8 @@ class LatentPool:
         if video:
             latents = self.latents[clips]                                          # (B, C, T, h, w)
         else:
-            frames = rng.integers(self.latents.shape[2], size=size)
+            # a frame-by-frame codec's latent frames are all images; a grouping codec's first one alone is
+            frames = rng.integers(self.latents.shape[2] if self.images_anywhere else 1, size=size)
             latents = self.latents[clips, :, frames].unsqueeze(2)                  # (B, C, 1, h, w)
         drop = np.random.default_rng([cfg.seed, step, 99]).random(size) < CAPTION_DROPOUT
         return latents.float(), ["" if d else self.captions[c] for c, d in zip(clips, drop)]
@@ -189,11 +192,13 @@ def latent_pool(cfg: PretrainConfig, codec, out: Path) -> LatentPool:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             if all(meta.get(k) == v for k, v in identity.items()):
-                return LatentPool(latents=f.get_tensor("latents"), captions=json.loads(meta["captions"]))
+                return LatentPool(latents=f.get_tensor("latents"), captions=json.loads(meta["captions"]),
+                                  images_anywhere=codec.temporal_stride == 1)
     scenes = [training_scene(train_seed(cfg.seed, 1 << 40, i), frames=cfg.frames, max_objects=cfg.max_objects)
               for i in range(cfg.pool_clips)]
     latents = torch.cat([codec.encode(world.render(s).frames).to(torch.float16) for s in scenes])
-    pool = LatentPool(latents=latents, captions=[world.caption(s) for s in scenes])
+    pool = LatentPool(latents=latents, captions=[world.caption(s) for s in scenes],
+                      images_anywhere=codec.temporal_stride == 1)
     atomic_save_safetensors({"latents": latents}, path, {**identity, "captions": json.dumps(pool.captions)})
     return pool
 
@@ -315,6 +320,9 @@ def pretrain(cfg: PretrainConfig, out: Path, *, minutes: float = math.inf, save_
     the models train (batches and noise are made on the CPU, so a run can move between devices); ``judge_every``:
     judge the saved weights every that many steps (``judge_checkpoint``; 0: never)."""
     codec = folder_codec(out)
+    if on_codec_grid(cfg.frames, codec) != cfg.frames:
+        raise ValueError(f"{cfg.frames}-frame clips: this run's codec takes {codec.temporal_stride}n + 1 frames "
+                         f"(e.g. {on_codec_grid(cfg.frames, codec)})")
     backbone = new_backbone(cfg.seed, cfg.preset, cfg.prediction)
     models = ToyModels(backbone=backbone, text_encoder=new_text_encoder(cfg.seed, backbone.config))
     if cfg.init:
@@ -485,6 +493,7 @@ def main() -> None:
             use_codec(args.out, args.codec)
         except ValueError as error:
             raise SystemExit(f"--codec: {error}") from None
+    cfg = dataclasses.replace(cfg, frames=on_codec_grid(cfg.frames, folder_codec(args.out)))  # 9 for Wan's groups
     torch.set_num_threads(2)
     try:
         summary = pretrain(cfg, args.out, minutes=args.minutes, save_every=args.save_every, workers=args.workers,
