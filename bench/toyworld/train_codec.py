@@ -45,7 +45,7 @@ from . import judge, world
 from .codec import CausalCodec, CodecConfig, ConvCodec, build_codec
 from .evaluate import EvalConfig, eval_examples
 from .generation import _meets, _ratio, held_out_scenes
-from .models import CODEC_FILE, load_codec, save_codec
+from .models import CODEC_FILE, load_codec, on_codec_grid, save_codec
 from .pretrain import check_resumable, train_seed, training_scene
 
 STATE_FILE = "codec.train-state.safetensors"
@@ -284,10 +284,12 @@ def main() -> None:
     if not args.judge_only:
         train(run, args.out, minutes=args.minutes)
     if not (args.out / CODEC_FILE).is_file():
+        if args.judge_only:
+            parser.error(f"--judge-only: no {CODEC_FILE} in {args.out}; give the folder of a finished codec run")
         print(f"the run in {args.out} has not finished: run the same command again to continue it")
         return
     codec = load_codec(args.out)
-    frames = 2 * codec.temporal_stride + 1 if codec.temporal_stride > 1 else 8  # clips on the codec's grid
+    frames = on_codec_grid(8, codec)  # the judge's 8-frame clips, 9 for a codec that groups 4 frames
     judgement = judge_codec(codec, frames=frames, **(dict(scenes=2, edits_per_kind=1) if args.quick else {}))
     (args.out / JUDGEMENT_FILE).write_text(json.dumps(judgement, indent=1) + "\n")
     print(json.dumps(judgement, indent=1))
