@@ -117,6 +117,10 @@ def test_a_causal_codec_names_a_clip_length_off_its_grid():
         codec.encode(clip(frames=8))
     with pytest.raises(ValueError, match="temporal_stride 0"):
         CodecConfig(temporal_stride=0)
+    with pytest.raises(ValueError, match="a temporal_stride above 1 is CausalCodec's"):
+        ConvCodec(replace(SMALL, temporal_stride=4))
+    with pytest.raises(ValueError, match="1 is ConvCodec"):
+        CausalCodec(SMALL)
 
 
 def test_a_causal_codec_trains_saves_and_loads_as_its_class(tmp_path):

@@ -97,14 +97,12 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
-class ConvCodec(nn.Module):
-    """Encoder, decoder and the per-channel latent statistics; ``encode``/``decode`` are PatchCodec's interface."""
+class _LearnedCodec(nn.Module):
+    """What both learned codecs share: the config, its strides and the per-channel latent statistics."""
 
-    def __init__(self, cfg: CodecConfig = CodecConfig()):
+    def __init__(self, cfg: CodecConfig):
         super().__init__()
         self.config = cfg
-        self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg)
         # per-channel statistics of the training latents; identity until ``set_normalisation``
         self.register_buffer("latent_mean", torch.zeros(cfg.channels))
         self.register_buffer("latent_std", torch.ones(cfg.channels))
@@ -117,7 +115,20 @@ class ConvCodec(nn.Module):
     def spatial_stride(self) -> int:
         return self.config.spatial_stride
 
-    temporal_stride = 1
+    @property
+    def temporal_stride(self) -> int:
+        return self.config.temporal_stride
+
+
+class ConvCodec(_LearnedCodec):
+    """Encoder, decoder and the per-channel latent statistics; ``encode``/``decode`` are PatchCodec's interface."""
+
+    def __init__(self, cfg: CodecConfig = CodecConfig()):
+        if cfg.temporal_stride != 1:
+            raise ValueError("ConvCodec codes frames one by one: a temporal_stride above 1 is CausalCodec's")
+        super().__init__(cfg)
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
 
     def encoder_parameters(self):
         """What makes the latent space (a decoder-only run keeps these)."""
@@ -163,16 +174,15 @@ class ConvCodec(nn.Module):
         return self.encode_frames(images.to(self.latent_mean.dtype)).unsqueeze(2)
 
 
-class CausalCodec(nn.Module):
+class CausalCodec(_LearnedCodec):
     """Frame 0 alone, then groups of k frames, each one latent frame (see the module docstring). A per-frame
     convolutional encoder and decoder (``Encoder``/``Decoder`` at the last width) do the space; 3x3 convolutions
     merge a group's k feature maps into one latent frame and split it back."""
 
     def __init__(self, cfg: CodecConfig):
-        super().__init__()
         if cfg.temporal_stride < 2:
             raise ValueError("CausalCodec groups frames: give a temporal_stride of 2 or more (1 is ConvCodec)")
-        self.config = cfg
+        super().__init__(cfg)
         k, width = cfg.temporal_stride, cfg.widths[-1]
         features = CodecConfig(channels=width, widths=cfg.widths)
         self.frame_encoder, self.frame_decoder = Encoder(features), Decoder(features)
@@ -180,20 +190,6 @@ class CausalCodec(nn.Module):
         self.group_in = nn.Conv2d(k * width, cfg.channels, 3, padding=1)
         self.first_out = nn.Conv2d(cfg.channels, width, 3, padding=1)
         self.group_out = nn.Conv2d(cfg.channels, k * width, 3, padding=1)
-        self.register_buffer("latent_mean", torch.zeros(cfg.channels))
-        self.register_buffer("latent_std", torch.ones(cfg.channels))
-
-    @property
-    def channels(self) -> int:
-        return self.config.channels
-
-    @property
-    def spatial_stride(self) -> int:
-        return self.config.spatial_stride
-
-    @property
-    def temporal_stride(self) -> int:
-        return self.config.temporal_stride
 
     def encoder_parameters(self):
         """What makes the latent space (a decoder-only run keeps these)."""

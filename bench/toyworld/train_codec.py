@@ -110,22 +110,22 @@ def clip_pool(run: CodecRun) -> torch.Tensor:
     return torch.stack([world.render(s).frames.permute(0, 3, 1, 2).to(torch.float16) for s in scenes])
 
 
+def _noised_reconstruction_loss(z: torch.Tensor, decode, want: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Unnormalised latents z (channels in dim 1), noised by ``LATENT_NOISE`` of each channel's spread, decoded and
+    compared with ``want`` in -1..1: L1 + MSE."""
+    spread = z.detach().std(dim=[d for d in range(z.dim()) if d != 1], keepdim=True)
+    out = decode(z + LATENT_NOISE * spread * torch.randn(z.shape, generator=gen))
+    return F.l1_loss(out, want) + F.mse_loss(out, want)
+
+
 def clip_loss(codec: CausalCodec, clips: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """clips (B, T, 3, H, W) in 0..1 -> ``codec_loss`` for a codec that groups frames."""
-    z = codec.raw_encode(clips * 2 - 1)                                      # (B, C, L, h, w), unnormalised
-    spread = z.detach().std(dim=(0, 2, 3, 4), keepdim=True)
-    z = z + LATENT_NOISE * spread * torch.randn(z.shape, generator=gen)
-    out, want = codec.raw_decode(z), clips * 2 - 1
-    return F.l1_loss(out, want) + F.mse_loss(out, want)
+    return _noised_reconstruction_loss(codec.raw_encode(clips * 2 - 1), codec.raw_decode, clips * 2 - 1, gen)
 
 
 def codec_loss(codec: ConvCodec, pixels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """pixels (N, 3, H, W) in 0..1 -> L1 + MSE of the reconstruction from a slightly noised latent."""
-    z = codec.encoder(pixels * 2 - 1)                                        # (N, C, h, w), unnormalised
-    spread = z.detach().std(dim=(0, 2, 3), keepdim=True)
-    z = z + LATENT_NOISE * spread * torch.randn(z.shape, generator=gen)
-    out, want = codec.decoder(z), pixels * 2 - 1
-    return F.l1_loss(out, want) + F.mse_loss(out, want)
+    return _noised_reconstruction_loss(codec.encoder(pixels * 2 - 1), codec.decoder, pixels * 2 - 1, gen)
 
 
 def start_codec(run: CodecRun) -> ConvCodec | CausalCodec:
